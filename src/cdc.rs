@@ -1,0 +1,100 @@
+//! The change-data-capture rule. Pure: no I/O.
+//!
+//! A coin gets a `price_history` row when it is seen for the first time, or when its
+//! price moved by at least the threshold away from the price of its **last recorded**
+//! history row (not the last fetched price), so a slow drift of small steps is
+//! recorded once it adds up. The arithmetic is exact `Decimal`: a move of exactly
+//! the threshold is recorded.
+
+use rust_decimal::Decimal;
+
+const HUNDRED: Decimal = Decimal::ONE_HUNDRED;
+
+/// Whether `new_price` deserves a history row, given the price of the coin's last
+/// recorded history row (`None`: never recorded) and the threshold in percent.
+pub fn is_recordable(
+    new_price: Decimal,
+    last_recorded: Option<Decimal>,
+    threshold_pct: Decimal,
+) -> bool {
+    let Some(reference) = last_recorded else {
+        return true;
+    };
+    if new_price == reference {
+        return false;
+    }
+    let moved = (new_price - reference).abs();
+    // |new − ref| ≥ pct/100 × |ref|, multiplied out so that nothing is divided.
+    // Prices are non-negative, so `moved` cannot overflow; a threshold amount too
+    // large for a Decimal is a move no price can reach.
+    match (
+        moved.checked_mul(HUNDRED),
+        reference.abs().checked_mul(threshold_pct),
+    ) {
+        (Some(moved_pct), Some(needed)) => moved_pct >= needed,
+        (None, Some(_)) => true,
+        (_, None) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    fn recordable(new: &str, reference: Option<&str>, pct: &str) -> bool {
+        is_recordable(d(new), reference.map(d), d(pct))
+    }
+
+    #[test]
+    fn first_sighting_is_always_recorded() {
+        assert!(recordable("100", None, "0.5"));
+        assert!(recordable("0", None, "10000"));
+    }
+
+    #[test]
+    fn a_move_of_exactly_the_threshold_is_recorded() {
+        assert!(recordable("100.5", Some("100"), "0.5"));
+        assert!(recordable("99.5", Some("100"), "0.5"));
+        assert!(!recordable("100.4999999999", Some("100"), "0.5"));
+        assert!(!recordable("99.50000001", Some("100"), "0.5"));
+    }
+
+    #[test]
+    fn exact_where_f64_is_not() {
+        // 0.3 is exactly 50% above 0.2, but in f64 (0.3 - 0.2) * 100 = 9.999999999999998 < 0.2 * 50 = 10.
+        let (new, reference, pct) = (0.3_f64, 0.2_f64, 50.0_f64);
+        assert!((new - reference) * 100.0 < reference * pct, "f64 misses it");
+        assert!(recordable("0.3", Some("0.2"), "50"));
+        // 0.1 + 0.2 style: 0.00000315 → 0.0000031815 is exactly 1%.
+        assert!(recordable("0.0000031815", Some("0.00000315"), "1"));
+        assert!(!recordable("0.0000031814", Some("0.00000315"), "1"));
+    }
+
+    #[test]
+    fn unchanged_prices_are_never_recorded_even_with_threshold_zero() {
+        assert!(!recordable("58083", Some("58083"), "0.5"));
+        assert!(!recordable("58083.0", Some("58083"), "0"));
+        assert!(!recordable("0", Some("0"), "0"));
+    }
+
+    #[test]
+    fn any_change_counts_from_a_zero_reference_or_threshold() {
+        assert!(recordable("0.000000001", Some("0"), "0.5"));
+        assert!(recordable("100.0000001", Some("100"), "0"));
+    }
+
+    #[test]
+    fn large_thresholds_and_extreme_values_do_not_overflow() {
+        assert!(!recordable("150", Some("100"), "10000"));
+        assert!(recordable("10100", Some("1"), "10000"));
+        let max = Decimal::MAX.to_string();
+        assert!(!recordable(&max, Some(&max), "0.5"));
+        assert!(recordable(&max, Some("1"), "0.5"));
+        assert!(!recordable("1", Some(&max), "10000"));
+    }
+}

@@ -1,0 +1,156 @@
+//! One run: fetch every page first, then apply it all in one transaction.
+
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::cdc;
+use crate::coingecko::{CoinGeckoClient, FetchError, Fetched};
+use crate::config::{CoinGeckoConfig, IngestConfig};
+use crate::market::{Market, Quote};
+use crate::store::{Store, StoreError};
+use crate::summary::{Counts, Summary};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What every run needs and is built once: the HTTP client and the settings.
+pub struct Ingest {
+    coingecko: CoinGeckoClient,
+    settings: IngestConfig,
+}
+
+impl Ingest {
+    pub fn new(coingecko: CoinGeckoConfig, settings: IngestConfig) -> Result<Self, FetchError> {
+        Ok(Self {
+            coingecko: CoinGeckoClient::new(coingecko)?,
+            settings,
+        })
+    }
+
+    /// One run. A failed run writes nothing to the price tables and is recorded as failed.
+    pub async fn run(
+        &self,
+        store: &mut Store,
+        trigger_id: Option<String>,
+    ) -> Result<Summary, RunError> {
+        let started = Instant::now();
+        if let Some(trigger) = &trigger_id {
+            if let Some(done) = store.succeeded_summary(trigger).await? {
+                tracing::info!(trigger_id = %trigger, run_id = %done.run_id, "this trigger already succeeded: nothing to do");
+                return Ok(done.into_duplicate());
+            }
+        }
+        let run_id = Uuid::now_v7();
+        store.start_run(run_id, trigger_id.as_deref()).await?;
+        let outcome = self
+            .fetch_and_apply(store, run_id, trigger_id, started)
+            .await;
+        match &outcome {
+            Ok(summary) => tracing::info!(
+                summary = %serde_json::to_string(summary).unwrap_or_default(),
+                "run finished"
+            ),
+            Err(error) => {
+                tracing::error!(%run_id, error = %error, "run failed");
+                if let Err(e) = store.fail_run(run_id, &error.to_string()).await {
+                    tracing::warn!(%run_id, error = %e, "could not record the failure");
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn fetch_and_apply(
+        &self,
+        store: &mut Store,
+        run_id: Uuid,
+        trigger_id: Option<String>,
+        started: Instant,
+    ) -> Result<Summary, RunError> {
+        let Fetched { market, pages } = self.coingecko.fetch().await?;
+        log_problems(&market);
+        let vs_currency = self.coingecko.vs_currency();
+        let quotes: Vec<&Quote> = market.quotes().collect();
+        let coin_ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
+
+        let apply = store.begin_apply().await?;
+        if let Some(trigger) = &trigger_id {
+            if let Some(done) = apply.succeeded_summary(trigger).await? {
+                tracing::info!(trigger_id = %trigger, run_id = %done.run_id, "an overlapping run with this trigger succeeded first: nothing applied");
+                let duplicate = done.into_duplicate();
+                apply.finish(run_id, &duplicate).await?;
+                return Ok(duplicate);
+            }
+        }
+        let recorded = apply.recorded_prices(vs_currency, &coin_ids).await?;
+        let recordable: Vec<bool> = quotes
+            .iter()
+            .map(|q| {
+                cdc::is_recordable(
+                    q.price,
+                    recorded.get(&q.coin_id).copied(),
+                    self.settings.threshold_pct,
+                )
+            })
+            .collect();
+        let written = apply
+            .write_prices(run_id, vs_currency, &quotes, &recordable)
+            .await?;
+        if self.settings.store_raw {
+            apply.store_raw_pages(run_id, &pages).await?;
+        }
+        let pruned = apply
+            .prune_raw_pages(self.settings.raw_retention_days)
+            .await?;
+        if pruned > 0 {
+            tracing::info!(pruned, "old raw pages pruned");
+        }
+
+        let counts = Counts {
+            fetched: market.len() as u64,
+            rejected: market.rejections().count() as u64,
+            upserted: written.upserted,
+            history_inserted: written.history_inserted,
+            pages: pages.len() as u64,
+        };
+        let summary = Summary::succeeded(
+            run_id.to_string(),
+            trigger_id,
+            vs_currency.to_string(),
+            counts,
+            started.elapsed().as_millis() as u64,
+        );
+        apply.finish(run_id, &summary).await?;
+        Ok(summary)
+    }
+}
+
+fn log_problems(market: &Market) {
+    for rejection in market.rejections() {
+        tracing::warn!(
+            coin_id = rejection.coin_id.as_deref().unwrap_or("<none>"),
+            position = rejection.position,
+            reason = %rejection.reason,
+            "coin rejected"
+        );
+    }
+    for warning in market.warnings() {
+        tracing::warn!(
+            coin_id = %warning.coin_id,
+            field = warning.field,
+            problem = %warning.problem,
+            "field stored as NULL"
+        );
+    }
+    if market.repeated_ids() > 0 {
+        tracing::info!(
+            repeated = market.repeated_ids(),
+            "coins seen on more than one page kept once"
+        );
+    }
+}

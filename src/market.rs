@@ -1,0 +1,597 @@
+//! Parsing `/coins/markets` pages into exact quotes. Pure: no I/O.
+//!
+//! Numbers are read from their JSON text straight into `Decimal`, never through
+//! `f64`, so what CoinGecko wrote (`3.15e-06`, `2.1e+15`, `21000000.0`) is what is stored.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// One coin with a usable price, as CoinGecko wrote it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quote {
+    pub coin_id: String,
+    pub symbol: Option<String>,
+    pub name: Option<String>,
+    pub price: Decimal,
+    pub market_cap: Option<Decimal>,
+    pub market_cap_rank: Option<i32>,
+    pub total_volume: Option<Decimal>,
+    pub high_24h: Option<Decimal>,
+    pub low_24h: Option<Decimal>,
+    pub price_change_24h: Option<Decimal>,
+    pub price_change_percentage_24h: Option<Decimal>,
+    pub circulating_supply: Option<Decimal>,
+    pub total_supply: Option<Decimal>,
+    pub max_supply: Option<Decimal>,
+    pub source_updated_at: Option<DateTime<Utc>>,
+}
+
+/// A coin left out of the run, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// `None` when the entry had no usable id; `position` then tells which one it was.
+    pub coin_id: Option<String>,
+    pub position: usize,
+    pub reason: String,
+}
+
+/// A field that could not be kept: stored as NULL, the coin is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldWarning {
+    pub coin_id: String,
+    pub field: &'static str,
+    pub problem: String,
+}
+
+// Nearly every entry is a Quote: boxing it would only add an allocation per coin.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    Quote(Quote),
+    Rejected(Rejection),
+}
+
+impl Entry {
+    fn coin_id(&self) -> Option<&str> {
+        match self {
+            Entry::Quote(q) => Some(&q.coin_id),
+            Entry::Rejected(r) => r.coin_id.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ParsedPage {
+    pub entries: Vec<Entry>,
+    pub warnings: Vec<FieldWarning>,
+}
+
+/// Why a page as a whole cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PageError {
+    /// CoinGecko's error object (`{"status": {"error_code": …}}`), sometimes sent with HTTP 200.
+    #[error("CoinGecko error {code}: {message}")]
+    Api { code: u16, message: String },
+    #[error("not a JSON array of coin objects: {0}")]
+    Malformed(String),
+}
+
+impl PageError {
+    pub fn is_rate_limit(&self) -> bool {
+        matches!(self, PageError::Api { code: 429, .. })
+    }
+}
+
+/// CoinGecko's error bodies: `{"status": {"error_code", "error_message"}}` or `{"error": "…"}`.
+#[derive(Deserialize)]
+struct ApiErrorBody {
+    status: Option<ApiErrorStatus>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ApiErrorStatus {
+    error_code: Option<u16>,
+    error_message: Option<String>,
+}
+
+/// Extracts CoinGecko's own error message from an error body, if it is one.
+pub fn api_error_message(body: &str) -> Option<String> {
+    let parsed: ApiErrorBody = serde_json::from_str(body).ok()?;
+    parsed
+        .status
+        .and_then(|s| s.error_message)
+        .or(parsed.error)
+        .map(|m| m.trim().to_string())
+}
+
+/// Every field is taken as raw JSON text so that each can be judged on its own:
+/// one odd field never loses the whole coin, let alone the page.
+#[derive(Deserialize)]
+struct RawCoin<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    symbol: Option<&'a RawValue>,
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    current_price: Option<&'a RawValue>,
+    #[serde(borrow)]
+    market_cap: Option<&'a RawValue>,
+    #[serde(borrow)]
+    market_cap_rank: Option<&'a RawValue>,
+    #[serde(borrow)]
+    total_volume: Option<&'a RawValue>,
+    #[serde(borrow)]
+    high_24h: Option<&'a RawValue>,
+    #[serde(borrow)]
+    low_24h: Option<&'a RawValue>,
+    #[serde(borrow)]
+    price_change_24h: Option<&'a RawValue>,
+    #[serde(borrow)]
+    price_change_percentage_24h: Option<&'a RawValue>,
+    #[serde(borrow)]
+    circulating_supply: Option<&'a RawValue>,
+    #[serde(borrow)]
+    total_supply: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_supply: Option<&'a RawValue>,
+    #[serde(borrow)]
+    last_updated: Option<&'a RawValue>,
+}
+
+/// Parses one page body. Fails only when the page as a whole is unusable;
+/// a bad coin becomes a [`Rejection`], a bad non-price field a [`FieldWarning`].
+pub fn parse_page(body: &str) -> Result<ParsedPage, PageError> {
+    let items: Vec<&RawValue> =
+        serde_json::from_str(body).map_err(|e| {
+            match serde_json::from_str::<ApiErrorBody>(body) {
+                Ok(ApiErrorBody {
+                    status:
+                        Some(ApiErrorStatus {
+                            error_code: Some(code),
+                            error_message,
+                        }),
+                    ..
+                }) => PageError::Api {
+                    code,
+                    message: error_message.unwrap_or_default().trim().to_string(),
+                },
+                _ => PageError::Malformed(format!("{e}; body starts with {:?}", preview(body))),
+            }
+        })?;
+
+    let mut page = ParsedPage::default();
+    for (position, item) in items.into_iter().enumerate() {
+        if !item.get().starts_with('{') {
+            return Err(PageError::Malformed(format!(
+                "entry {position} is {:?}, not an object",
+                preview(item.get())
+            )));
+        }
+        let entry = match serde_json::from_str::<RawCoin>(item.get()) {
+            Ok(raw) => parse_coin(raw, position, &mut page.warnings),
+            Err(e) => Entry::Rejected(Rejection {
+                coin_id: None,
+                position,
+                reason: format!("unreadable object: {e}"),
+            }),
+        };
+        page.entries.push(entry);
+    }
+    Ok(page)
+}
+
+fn parse_coin(raw: RawCoin, position: usize, warnings: &mut Vec<FieldWarning>) -> Entry {
+    let reject = |coin_id: Option<String>, reason: String| {
+        Entry::Rejected(Rejection {
+            coin_id,
+            position,
+            reason,
+        })
+    };
+    let coin_id = match raw.id.map(json_string) {
+        Some(Ok(id)) if !id.trim().is_empty() => id,
+        _ => return reject(None, "missing or empty \"id\"".into()),
+    };
+    let price = match raw.current_price.map(|v| exact_decimal(v.get())) {
+        None => return reject(Some(coin_id), "current_price is null or missing".into()),
+        Some(Err(problem)) => return reject(Some(coin_id), format!("current_price {problem}")),
+        Some(Ok(p)) if p.is_sign_negative() && !p.is_zero() => {
+            return reject(Some(coin_id), format!("current_price {p} is negative"))
+        }
+        Some(Ok(p)) => p,
+    };
+
+    let mut fields = FieldReader {
+        coin_id: &coin_id,
+        warnings,
+    };
+    let quote = Quote {
+        symbol: fields.text("symbol", raw.symbol),
+        name: fields.text("name", raw.name),
+        price,
+        market_cap: fields.decimal("market_cap", raw.market_cap),
+        market_cap_rank: fields.rank(raw.market_cap_rank),
+        total_volume: fields.decimal("total_volume", raw.total_volume),
+        high_24h: fields.decimal("high_24h", raw.high_24h),
+        low_24h: fields.decimal("low_24h", raw.low_24h),
+        price_change_24h: fields.decimal("price_change_24h", raw.price_change_24h),
+        price_change_percentage_24h: fields.decimal(
+            "price_change_percentage_24h",
+            raw.price_change_percentage_24h,
+        ),
+        circulating_supply: fields.decimal("circulating_supply", raw.circulating_supply),
+        total_supply: fields.decimal("total_supply", raw.total_supply),
+        max_supply: fields.decimal("max_supply", raw.max_supply),
+        source_updated_at: fields.timestamp(raw.last_updated),
+        coin_id,
+    };
+    Entry::Quote(quote)
+}
+
+/// Reads optional fields of one coin, turning each unusable value into NULL and a warning.
+struct FieldReader<'a> {
+    coin_id: &'a str,
+    warnings: &'a mut Vec<FieldWarning>,
+}
+
+impl FieldReader<'_> {
+    fn keep<T>(&mut self, field: &'static str, value: Result<T, String>) -> Option<T> {
+        value
+            .map_err(|problem| {
+                self.warnings.push(FieldWarning {
+                    coin_id: self.coin_id.to_string(),
+                    field,
+                    problem,
+                })
+            })
+            .ok()
+    }
+
+    fn decimal(&mut self, field: &'static str, raw: Option<&RawValue>) -> Option<Decimal> {
+        let value = raw?;
+        self.keep(field, exact_decimal(value.get()))
+    }
+
+    fn text(&mut self, field: &'static str, raw: Option<&RawValue>) -> Option<String> {
+        let value = raw?;
+        self.keep(field, json_string(value))
+    }
+
+    fn rank(&mut self, raw: Option<&RawValue>) -> Option<i32> {
+        let value = raw?;
+        let rank = exact_decimal(value.get()).and_then(|d| {
+            if d.fract().is_zero() {
+                i32::try_from(d.mantissa() / 10i128.pow(d.scale()))
+                    .map_err(|_| format!("{d} is out of range for a rank"))
+            } else {
+                Err(format!("{d} is not a whole number"))
+            }
+        });
+        self.keep("market_cap_rank", rank)
+    }
+
+    fn timestamp(&mut self, raw: Option<&RawValue>) -> Option<DateTime<Utc>> {
+        let value = raw?;
+        let parsed = json_string(value).and_then(|text| {
+            DateTime::parse_from_rfc3339(&text)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| format!("{text:?} is not an RFC 3339 time ({e})"))
+        });
+        self.keep("last_updated", parsed)
+    }
+}
+
+fn json_string(raw: &RawValue) -> Result<String, String> {
+    serde_json::from_str::<String>(raw.get())
+        .map_err(|_| format!("{} is not a string", preview(raw.get())))
+}
+
+/// Turns a JSON number's text into the `Decimal` it denotes, or says why it cannot:
+/// never rounds, so a value a `Decimal` cannot hold exactly is an error, not an approximation.
+pub fn exact_decimal(text: &str) -> Result<Decimal, String> {
+    let not_held = |e: rust_decimal::Error| format!("{text} cannot be held exactly ({e})");
+    if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return Err(format!("{} is not a number", preview(text)));
+    }
+    match text.split_once(['e', 'E']) {
+        None => Decimal::from_str_exact(text).map_err(not_held),
+        Some((mantissa, _)) => {
+            // from_scientific rounds an over-long mantissa; reject that first.
+            Decimal::from_str_exact(mantissa).map_err(not_held)?;
+            Decimal::from_scientific(text).map_err(not_held)
+        }
+    }
+}
+
+fn preview(text: &str) -> String {
+    const MAX: usize = 60;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// Gathers the pages of one fetch: keeps each coin id once (its first appearance,
+/// since ranks shift during a crawl) and at most `limit` coins.
+#[derive(Debug, Default)]
+pub struct Market {
+    entries: Vec<Entry>,
+    warnings: Vec<FieldWarning>,
+    seen: HashSet<String>,
+    limit: Option<usize>,
+    repeated_ids: usize,
+}
+
+impl Market {
+    pub fn new(limit: Option<usize>) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    pub fn add_page(&mut self, page: ParsedPage) {
+        for entry in page.entries {
+            if self.is_full() {
+                break;
+            }
+            match entry.coin_id() {
+                Some(id) if !self.seen.insert(id.to_string()) => self.repeated_ids += 1,
+                _ => self.entries.push(entry),
+            }
+        }
+        let kept = &self.seen;
+        self.warnings.extend(
+            page.warnings
+                .into_iter()
+                .filter(|w| kept.contains(&w.coin_id)),
+        );
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.limit.is_some_and(|limit| self.entries.len() >= limit)
+    }
+
+    /// How many entries were dropped because their id had already been seen.
+    pub fn repeated_ids(&self) -> usize {
+        self.repeated_ids
+    }
+
+    pub fn warnings(&self) -> &[FieldWarning] {
+        &self.warnings
+    }
+
+    /// The distinct coins received, valid and rejected.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn quotes(&self) -> impl Iterator<Item = &Quote> {
+        self.entries.iter().filter_map(|e| match e {
+            Entry::Quote(q) => Some(q),
+            Entry::Rejected(_) => None,
+        })
+    }
+
+    pub fn rejections(&self) -> impl Iterator<Item = &Rejection> {
+        self.entries.iter().filter_map(|e| match e {
+            Entry::Rejected(r) => Some(r),
+            Entry::Quote(_) => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn dec(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/../shared/fixtures/coingecko/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+    }
+
+    fn only_quote(body: &str) -> Quote {
+        match parse_page(body).unwrap().entries.pop().unwrap() {
+            Entry::Quote(q) => q,
+            Entry::Rejected(r) => panic!("rejected: {r:?}"),
+        }
+    }
+
+    #[test]
+    fn ruby_style_numbers_keep_every_digit() {
+        for (text, expected) in [
+            ("3.15e-06", "0.00000315"),
+            ("1.358e-05", "0.00001358"),
+            ("5.6366e-11", "0.000000000056366"),
+            ("2.1e+15", "2100000000000000"),
+            ("1E+3", "1000"),
+            ("21000000.0", "21000000.0"),
+            ("0.1", "0.1"),
+            ("58083", "58083"),
+            ("-404.16", "-404.16"),
+            (
+                "1234567890.123456789012345678",
+                "1234567890.123456789012345678",
+            ),
+        ] {
+            let parsed = exact_decimal(text).unwrap();
+            assert_eq!(parsed.to_string(), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn numbers_a_decimal_cannot_hold_are_errors_not_approximations() {
+        for text in [
+            "1e400",
+            "123456789012345678901234567890123",
+            "1.234567890123456789012345678901e-3",
+            "\"12\"",
+            "true",
+        ] {
+            assert!(exact_decimal(text).is_err(), "{text} accepted");
+        }
+    }
+
+    #[test]
+    fn recorded_answers_parse_completely() {
+        for name in [
+            "markets-2024-09-05.json",
+            "markets-2024-09-08.json",
+            "markets-2026-04-30.json",
+        ] {
+            let page = parse_page(&fixture(name)).unwrap();
+            assert_eq!(page.entries.len(), 100, "{name}");
+            assert!(
+                page.entries.iter().all(|e| matches!(e, Entry::Quote(_))),
+                "{name}: {:?}",
+                page.entries
+                    .iter()
+                    .filter(|e| matches!(e, Entry::Rejected(_)))
+                    .collect::<Vec<_>>()
+            );
+            assert!(page.warnings.is_empty(), "{name}: {:?}", page.warnings);
+        }
+    }
+
+    #[test]
+    fn recorded_bitcoin_row_is_stored_as_written() {
+        let page = parse_page(&fixture("markets-2024-09-05.json")).unwrap();
+        let Entry::Quote(btc) = &page.entries[0] else {
+            panic!("bitcoin rejected")
+        };
+        assert_eq!(btc.coin_id, "bitcoin");
+        assert_eq!(btc.symbol.as_deref(), Some("btc"));
+        assert_eq!(btc.price, dec("58083"));
+        assert_eq!(btc.total_supply.unwrap().to_string(), "21000000.0");
+        assert_eq!(btc.market_cap_rank, Some(1));
+        assert_eq!(
+            btc.source_updated_at.unwrap().to_rfc3339(),
+            "2024-09-05T00:43:12.026+00:00"
+        );
+    }
+
+    #[test]
+    fn bad_prices_reject_the_coin_and_name_it() {
+        let body = r#"[
+            {"id":"a","current_price":null},
+            {"id":"b"},
+            {"id":"c","current_price":"12.5"},
+            {"id":"d","current_price":-0.01},
+            {"id":"e","current_price":1e400},
+            {"current_price":1},
+            {"id":"","current_price":1},
+            {"id":"f","current_price":0}
+        ]"#;
+        let page = parse_page(body).unwrap();
+        let rejected: Vec<(Option<&str>, &str)> = page
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Rejected(r) => Some((r.coin_id.as_deref(), r.reason.as_str())),
+                Entry::Quote(_) => None,
+            })
+            .collect();
+        assert_eq!(rejected.len(), 7, "{rejected:?}");
+        assert_eq!(rejected[0], (Some("a"), "current_price is null or missing"));
+        assert_eq!(rejected[1], (Some("b"), "current_price is null or missing"));
+        assert!(rejected[2].1.contains("not a number"), "{rejected:?}");
+        assert!(rejected[3].1.contains("negative"), "{rejected:?}");
+        assert!(rejected[4].1.contains("cannot be held"), "{rejected:?}");
+        assert_eq!(rejected[5].0, None);
+        assert!(
+            matches!(&page.entries[7], Entry::Quote(q) if q.price.is_zero()),
+            "a zero price is a price"
+        );
+    }
+
+    #[test]
+    fn an_unholdable_field_becomes_null_with_a_warning_and_the_coin_is_kept() {
+        let q = only_quote(
+            r#"[{"id":"x","current_price":1,"total_supply":1e40,"market_cap_rank":2.5,"last_updated":"yesterday","symbol":7,"future_field":{"a":[1]}}]"#,
+        );
+        assert_eq!(q.total_supply, None);
+        assert_eq!(q.market_cap_rank, None);
+        assert_eq!(q.source_updated_at, None);
+        assert_eq!(q.symbol, None);
+        let page = parse_page(
+            r#"[{"id":"x","current_price":1,"total_supply":1e40,"market_cap_rank":2.5,"last_updated":"yesterday","symbol":7}]"#,
+        )
+        .unwrap();
+        let fields: Vec<&str> = page.warnings.iter().map(|w| w.field).collect();
+        assert_eq!(
+            fields,
+            ["symbol", "market_cap_rank", "total_supply", "last_updated"]
+        );
+        assert!(page.warnings.iter().all(|w| w.coin_id == "x"));
+    }
+
+    #[test]
+    fn pages_that_are_not_arrays_of_objects_are_errors() {
+        for body in [
+            "",
+            "<html>502 Bad Gateway</html>",
+            r#"[{"id":"bitcoin","current_price":1"#,
+            r#"{"id":"bitcoin"}"#,
+            "[1, 2]",
+            r#"[{"id":"a","current_price":1}, "b"]"#,
+        ] {
+            assert!(
+                matches!(parse_page(body), Err(PageError::Malformed(_))),
+                "{body:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn coingecko_error_objects_are_recognised_even_with_status_200() {
+        let err = parse_page(&fixture("error-403.json")).unwrap_err();
+        assert!(
+            matches!(&err, PageError::Api { code: 403, message } if message.contains("temporarily unavailable")),
+            "{err:?}"
+        );
+        assert!(!err.is_rate_limit());
+        let limited = parse_page(
+            r#"{"status":{"error_code":429,"error_message":"You've exceeded the Rate Limit."}}"#,
+        )
+        .unwrap_err();
+        assert!(limited.is_rate_limit());
+    }
+
+    #[test]
+    fn market_keeps_first_appearance_and_at_most_the_limit() {
+        let mut market = Market::new(Some(3));
+        market.add_page(
+            parse_page(r#"[{"id":"a","current_price":1},{"id":"b","current_price":2}]"#).unwrap(),
+        );
+        market.add_page(
+            parse_page(r#"[{"id":"b","current_price":9},{"id":"c","current_price":null},{"id":"d","current_price":4}]"#)
+                .unwrap(),
+        );
+        let ids: Vec<&str> = market.quotes().map(|q| q.coin_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(market.quotes().nth(1).unwrap().price, dec("2"));
+        assert_eq!(market.rejections().count(), 1);
+        assert_eq!(market.len(), 3);
+        assert!(market.is_full());
+        assert_eq!(market.repeated_ids(), 1);
+    }
+}

@@ -1,0 +1,369 @@
+//! The PostgreSQL edge: migrations, run bookkeeping and the set-based apply.
+//!
+//! Every statement is parameterised, and the number of statements per run does not
+//! depend on the number of coins: each table is written by one statement over arrays.
+
+use std::collections::HashMap;
+
+use rust_decimal::Decimal;
+use tokio_postgres::types::Json;
+use tokio_postgres::{Client, NoTls, Transaction};
+use uuid::Uuid;
+
+use crate::coingecko::RawPage;
+use crate::market::Quote;
+use crate::summary::Summary;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Advisory lock keys: one serialises migrations, the other serialises the apply of runs.
+const MIGRATION_LOCK: i64 = 0x6367_6364_635f_6d67;
+const RUN_LOCK: i64 = 0x6367_6364_635f_726e;
+
+/// A database failure, with what was being done and PostgreSQL's SQLSTATE when it sent one.
+#[derive(Debug, thiserror::Error)]
+#[error("PostgreSQL, {action}: {detail}")]
+pub struct StoreError {
+    pub action: &'static str,
+    pub detail: String,
+    pub sqlstate: Option<String>,
+}
+
+trait During<T> {
+    fn during(self, action: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> During<T> for Result<T, tokio_postgres::Error> {
+    fn during(self, action: &'static str) -> Result<T, StoreError> {
+        self.map_err(|e| {
+            let sqlstate = e.code().map(|c| c.code().to_string());
+            let detail = match e.as_db_error() {
+                Some(db) => {
+                    let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+                    if let Some(hint) = db.hint() {
+                        text.push_str(&format!("; hint: {hint}"));
+                    }
+                    text
+                }
+                None => error_chain(&e),
+            };
+            StoreError {
+                action,
+                detail,
+                sqlstate,
+            }
+        })
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+pub struct Store {
+    client: Client,
+}
+
+impl Store {
+    pub async fn connect(config: &tokio_postgres::Config) -> Result<Self, StoreError> {
+        let (client, connection) = config.connect(NoTls).await.during("connecting")?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %error_chain(&e), "PostgreSQL connection closed");
+            }
+        });
+        Ok(Self { client })
+    }
+
+    /// Whether the connection has died and a new one is needed.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Applies pending migrations; safe when several processes start at once.
+    pub async fn migrate(&mut self) -> Result<(), StoreError> {
+        self.client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .during("waiting for the migration lock")?;
+        let outcome = embedded::migrations::runner()
+            .run_async(&mut self.client)
+            .await;
+        self.client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await
+            .during("releasing the migration lock")?;
+        let report = outcome.map_err(|e| StoreError {
+            action: "applying migrations",
+            detail: error_chain(&e),
+            sqlstate: None,
+        })?;
+        for migration in report.applied_migrations() {
+            tracing::info!(migration = %migration, "migration applied");
+        }
+        Ok(())
+    }
+
+    /// The summary of the succeeded run with this trigger id, if there is one.
+    pub async fn succeeded_summary(&self, trigger_id: &str) -> Result<Option<Summary>, StoreError> {
+        find_succeeded(&self.client, trigger_id).await
+    }
+
+    pub async fn start_run(
+        &self,
+        run_id: Uuid,
+        trigger_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "INSERT INTO ingest_runs (run_id, trigger_id, status) VALUES ($1, $2, 'running')",
+                &[&run_id, &trigger_id],
+            )
+            .await
+            .during("recording the start of the run")?;
+        Ok(())
+    }
+
+    pub async fn fail_run(&self, run_id: Uuid, error: &str) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "UPDATE ingest_runs SET status = 'failed', finished_at = now(), error = $2 WHERE run_id = $1",
+                &[&run_id, &error],
+            )
+            .await
+            .during("recording the failure of the run")?;
+        Ok(())
+    }
+
+    /// Opens the transaction that applies a run, once no other run is applying.
+    pub async fn begin_apply(&mut self) -> Result<Apply<'_>, StoreError> {
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .during("starting the apply")?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&RUN_LOCK])
+            .await
+            .during("waiting for other runs to finish")?;
+        Ok(Apply { tx })
+    }
+}
+
+async fn find_succeeded(
+    client: &impl tokio_postgres::GenericClient,
+    trigger_id: &str,
+) -> Result<Option<Summary>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT summary FROM ingest_runs WHERE trigger_id = $1 AND status = 'succeeded'",
+            &[&trigger_id],
+        )
+        .await
+        .during("looking up the trigger id")?;
+    Ok(row.map(|row| row.get::<_, Json<Summary>>(0).0))
+}
+
+/// What the write of one run changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub history_inserted: u64,
+    pub upserted: u64,
+}
+
+/// The transaction of one run's apply: everything in it lands together or not at all.
+pub struct Apply<'a> {
+    tx: Transaction<'a>,
+}
+
+impl Apply<'_> {
+    /// Checked again under the lock: an overlapping run with the same trigger may have just finished.
+    pub async fn succeeded_summary(&self, trigger_id: &str) -> Result<Option<Summary>, StoreError> {
+        find_succeeded(&self.tx, trigger_id).await
+    }
+
+    /// The price of each coin's last recorded history row; coins never recorded are absent.
+    pub async fn recorded_prices(
+        &self,
+        vs_currency: &str,
+        coin_ids: &[&str],
+    ) -> Result<HashMap<String, Decimal>, StoreError> {
+        let rows = self
+            .tx
+            .query(
+                "SELECT coin_id, recorded_price FROM current_prices
+                 WHERE vs_currency = $1 AND coin_id = ANY($2) AND recorded_price IS NOT NULL",
+                &[&vs_currency, &coin_ids],
+            )
+            .await
+            .during("reading the last recorded prices")?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Appends history for the quotes marked recordable and brings `current_prices` to the
+    /// quotes, rewriting only rows whose values changed. One statement, whatever the count.
+    pub async fn write_prices(
+        &self,
+        run_id: Uuid,
+        vs_currency: &str,
+        quotes: &[&Quote],
+        recordable: &[bool],
+    ) -> Result<Written, StoreError> {
+        let column =
+            |f: fn(&Quote) -> Option<Decimal>| quotes.iter().map(|q| f(q)).collect::<Vec<_>>();
+        let ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
+        let symbols: Vec<Option<&str>> = quotes.iter().map(|q| q.symbol.as_deref()).collect();
+        let names: Vec<Option<&str>> = quotes.iter().map(|q| q.name.as_deref()).collect();
+        let prices: Vec<Decimal> = quotes.iter().map(|q| q.price).collect();
+        let ranks: Vec<Option<i32>> = quotes.iter().map(|q| q.market_cap_rank).collect();
+        let updated: Vec<_> = quotes.iter().map(|q| q.source_updated_at).collect();
+        let row = self
+            .tx
+            .query_one(
+                WRITE_PRICES,
+                &[
+                    &run_id,
+                    &vs_currency,
+                    &ids,
+                    &symbols,
+                    &names,
+                    &prices,
+                    &column(|q| q.market_cap),
+                    &ranks,
+                    &column(|q| q.total_volume),
+                    &column(|q| q.high_24h),
+                    &column(|q| q.low_24h),
+                    &column(|q| q.price_change_24h),
+                    &column(|q| q.price_change_percentage_24h),
+                    &column(|q| q.circulating_supply),
+                    &column(|q| q.total_supply),
+                    &column(|q| q.max_supply),
+                    &updated,
+                    &recordable,
+                ],
+            )
+            .await
+            .during("writing current_prices and price_history")?;
+        Ok(Written {
+            history_inserted: row.get::<_, i64>(0) as u64,
+            upserted: row.get::<_, i64>(1) as u64,
+        })
+    }
+
+    pub async fn store_raw_pages(&self, run_id: Uuid, pages: &[RawPage]) -> Result<(), StoreError> {
+        let numbers: Vec<i32> = pages.iter().map(|p| p.number as i32).collect();
+        let fetched_at: Vec<_> = pages.iter().map(|p| p.fetched_at).collect();
+        let bodies: Vec<&str> = pages.iter().map(|p| p.body.as_str()).collect();
+        self.tx
+            .execute(
+                "INSERT INTO raw_pages (run_id, page, fetched_at, payload)
+                 SELECT $1, page, fetched_at, body::jsonb
+                 FROM unnest($2::int[], $3::timestamptz[], $4::text[]) AS p(page, fetched_at, body)",
+                &[&run_id, &numbers, &fetched_at, &bodies],
+            )
+            .await
+            .during("storing the raw pages")?;
+        Ok(())
+    }
+
+    /// Deletes raw pages older than the retention; returns how many went.
+    pub async fn prune_raw_pages(&self, retention_days: u32) -> Result<u64, StoreError> {
+        self.tx
+            .execute(
+                "DELETE FROM raw_pages WHERE fetched_at < now() - make_interval(days => $1)",
+                &[&(retention_days as i32)],
+            )
+            .await
+            .during("pruning old raw pages")
+    }
+
+    /// Records the run's outcome and commits everything the run wrote.
+    pub async fn finish(self, run_id: Uuid, summary: &Summary) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                "UPDATE ingest_runs SET status = $2, finished_at = now(), summary = $3 WHERE run_id = $1",
+                &[&run_id, &summary.status.as_str(), &Json(summary)],
+            )
+            .await
+            .during("recording the run's summary")?;
+        self.tx.commit().await.during("committing the run")
+    }
+}
+
+/// `history` appends the recordable quotes (a repeated `source_updated_at` adds nothing);
+/// `upserted` moves the CDC reference only for coins whose history row was really written.
+const WRITE_PRICES: &str = "
+WITH incoming AS (
+    SELECT *
+    FROM unnest($3::text[], $4::text[], $5::text[], $6::numeric[], $7::numeric[], $8::int[],
+                $9::numeric[], $10::numeric[], $11::numeric[], $12::numeric[], $13::numeric[],
+                $14::numeric[], $15::numeric[], $16::numeric[], $17::timestamptz[], $18::bool[])
+        AS q(coin_id, symbol, name, price, market_cap, market_cap_rank,
+             total_volume, high_24h, low_24h, price_change_24h, price_change_percentage_24h,
+             circulating_supply, total_supply, max_supply, source_updated_at, recordable)
+),
+history AS (
+    INSERT INTO price_history
+        (coin_id, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
+    SELECT coin_id, $2, price, market_cap, total_volume, coalesce(source_updated_at, now()), now(), $1
+    FROM incoming
+    WHERE recordable
+    ON CONFLICT (coin_id, vs_currency, source_updated_at) DO NOTHING
+    RETURNING coin_id
+),
+upserted AS (
+    INSERT INTO current_prices AS cur
+        (coin_id, vs_currency, symbol, name, price, market_cap, market_cap_rank,
+         total_volume, high_24h, low_24h, price_change_24h, price_change_percentage_24h,
+         circulating_supply, total_supply, max_supply, source_updated_at,
+         first_seen_at, last_changed_at, recorded_price, recorded_at)
+    SELECT i.coin_id, $2, i.symbol, i.name, i.price, i.market_cap, i.market_cap_rank,
+           i.total_volume, i.high_24h, i.low_24h, i.price_change_24h, i.price_change_percentage_24h,
+           i.circulating_supply, i.total_supply, i.max_supply, i.source_updated_at,
+           now(), now(),
+           CASE WHEN h.coin_id IS NOT NULL THEN i.price END,
+           CASE WHEN h.coin_id IS NOT NULL THEN now() END
+    FROM incoming i
+    LEFT JOIN history h ON h.coin_id = i.coin_id
+    ON CONFLICT (coin_id, vs_currency) DO UPDATE SET
+        symbol = excluded.symbol,
+        name = excluded.name,
+        price = excluded.price,
+        market_cap = excluded.market_cap,
+        market_cap_rank = excluded.market_cap_rank,
+        total_volume = excluded.total_volume,
+        high_24h = excluded.high_24h,
+        low_24h = excluded.low_24h,
+        price_change_24h = excluded.price_change_24h,
+        price_change_percentage_24h = excluded.price_change_percentage_24h,
+        circulating_supply = excluded.circulating_supply,
+        total_supply = excluded.total_supply,
+        max_supply = excluded.max_supply,
+        source_updated_at = excluded.source_updated_at,
+        last_changed_at = excluded.last_changed_at,
+        recorded_price = coalesce(excluded.recorded_price, cur.recorded_price),
+        recorded_at = coalesce(excluded.recorded_at, cur.recorded_at)
+    WHERE excluded.recorded_price IS NOT NULL
+       OR (cur.symbol, cur.name, cur.price, cur.market_cap, cur.market_cap_rank,
+           cur.total_volume, cur.high_24h, cur.low_24h, cur.price_change_24h,
+           cur.price_change_percentage_24h, cur.circulating_supply, cur.total_supply,
+           cur.max_supply, cur.source_updated_at)
+          IS DISTINCT FROM
+          (excluded.symbol, excluded.name, excluded.price, excluded.market_cap,
+           excluded.market_cap_rank, excluded.total_volume, excluded.high_24h, excluded.low_24h,
+           excluded.price_change_24h, excluded.price_change_percentage_24h,
+           excluded.circulating_supply, excluded.total_supply, excluded.max_supply,
+           excluded.source_updated_at)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM history), (SELECT count(*) FROM upserted)";

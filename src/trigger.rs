@@ -1,0 +1,106 @@
+//! What started a run, read from the event payload. Pure: no I/O.
+//!
+//! The trigger id makes retries idempotent: a run whose trigger id already has a
+//! succeeded run does nothing. It must therefore be stable across retries of the
+//! same scheduled firing.
+
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unrecognised event ({found}): expected an EventBridge scheduled event (its \"id\" is the trigger id), {{\"trigger_id\": \"…\"}} as EventBridge Scheduler sends it, or {{}} for a run without a trigger id")]
+pub struct EventError {
+    found: String,
+}
+
+/// The trigger id carried by `event`, if any.
+pub fn trigger_id(event: &Value) -> Result<Option<String>, EventError> {
+    let unrecognised = |found: String| Err(EventError { found });
+    let Value::Object(fields) = event else {
+        return unrecognised(format!("a JSON {}", kind(event)));
+    };
+    if let Some(id) = fields.get("trigger_id") {
+        return match id {
+            Value::String(id) if !id.trim().is_empty() => Ok(Some(id.clone())),
+            other => unrecognised(format!(
+                "\"trigger_id\" is a {}, not a non-empty string",
+                kind(other)
+            )),
+        };
+    }
+    if fields.contains_key("detail-type") && fields.contains_key("source") {
+        return match fields.get("id") {
+            Some(Value::String(id)) if !id.is_empty() => Ok(Some(id.clone())),
+            _ => unrecognised("an EventBridge event without a string \"id\"".into()),
+        };
+    }
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let mut keys: Vec<&str> = fields.keys().map(String::as_str).collect();
+    keys.truncate(5);
+    unrecognised(format!("an object with keys {keys:?}"))
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn eventbridge_rule_event_uses_its_id() {
+        let event = json!({
+            "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+            "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": "2026-11-27T15:00:00Z", "region": "eu-west-1",
+            "resources": ["arn:aws:events:eu-west-1:123456789012:rule/every-minute"], "detail": {}
+        });
+        assert_eq!(
+            trigger_id(&event).unwrap().as_deref(),
+            Some("53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa")
+        );
+    }
+
+    #[test]
+    fn scheduler_input_uses_trigger_id() {
+        let event = json!({"trigger_id": "2026-11-27T15:00:00Z"});
+        assert_eq!(
+            trigger_id(&event).unwrap().as_deref(),
+            Some("2026-11-27T15:00:00Z")
+        );
+    }
+
+    #[test]
+    fn empty_object_has_no_trigger() {
+        assert_eq!(trigger_id(&json!({})).unwrap(), None);
+    }
+
+    #[test]
+    fn anything_else_says_what_was_expected() {
+        for event in [
+            json!([]),
+            json!("run"),
+            json!(null),
+            json!({"trigger_id": 5}),
+            json!({"trigger_id": ""}),
+            json!({"hello": "world"}),
+            json!({"detail-type": "Scheduled Event", "source": "aws.events"}),
+        ] {
+            let err = trigger_id(&event).unwrap_err().to_string();
+            assert!(
+                err.contains("expected an EventBridge scheduled event"),
+                "{err}"
+            );
+        }
+    }
+}

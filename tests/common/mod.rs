@@ -1,0 +1,206 @@
+//! Test harness: a fresh PostgreSQL database and a local CoinGecko stub per test.
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use coingecko_cdc::config::Config;
+use coingecko_cdc::ingest::{Ingest, RunError};
+use coingecko_cdc::store::Store;
+use coingecko_cdc::summary::Summary;
+use tokio_postgres::{Client, NoTls};
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// The server the tests use: `DATABASE_URL` when set, else the local one.
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn fixture(name: &str) -> String {
+    let path = format!(
+        "{}/../shared/fixtures/coingecko/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading fixture {path}: {e}"))
+}
+
+/// A minimal coin object; `price` is JSON text, written as given.
+pub fn coin(id: &str, price: &str, last_updated: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","symbol":"{id}","name":"Coin {id}","current_price":{price},"market_cap":1000,"total_volume":10,"last_updated":"{last_updated}"}}"#
+    )
+}
+
+pub fn page(coins: &[String]) -> String {
+    format!("[{}]", coins.join(","))
+}
+
+/// `count` coins `coin-0001`… with the same price.
+pub fn numbered_coins(range: std::ops::Range<usize>, price: &str) -> Vec<String> {
+    range
+        .map(|n| coin(&format!("coin-{n:04}"), price, "2026-11-27T15:00:00.000Z"))
+        .collect()
+}
+
+/// Serves `pages` as pages 1, 2, … of `/coins/markets` on `stub`, replacing what it served before.
+pub async fn serve_on(stub: &MockServer, pages: &[String]) {
+    stub.reset().await;
+    for (i, body) in pages.iter().enumerate() {
+        Mock::given(method("GET"))
+            .and(path("/coins/markets"))
+            .and(query_param("page", (i + 1).to_string()))
+            .respond_with(ResponseTemplate::new(200).set_body_string(body.clone()))
+            .mount(stub)
+            .await;
+    }
+}
+
+pub struct TestApp {
+    pub coingecko: MockServer,
+    pub database_url: String,
+    pub db: Client,
+    env: HashMap<String, String>,
+}
+
+/// A fresh, migrated database and an empty CoinGecko stub.
+pub async fn spawn_app() -> TestApp {
+    let server = server_url();
+    let admin = connect(&server).await;
+    let name = format!("cdc_test_{}", uuid::Uuid::now_v7().simple());
+    // A generated identifier: database names cannot be bound as parameters.
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("creating the test database");
+    let database_url = with_dbname(&server, &name);
+    let db = connect(&database_url).await;
+
+    let coingecko = MockServer::start().await;
+    let env = HashMap::from([
+        ("DATABASE_URL".to_string(), database_url.clone()),
+        ("COINGECKO_BASE_URL".to_string(), coingecko.uri()),
+    ]);
+    let app = TestApp {
+        coingecko,
+        database_url,
+        db,
+        env,
+    };
+    app.store().await.migrate().await.expect("migrating");
+    app
+}
+
+fn with_dbname(server: &str, name: &str) -> String {
+    let mut url = url::Url::parse(server).expect("DATABASE_URL must be a postgres:// URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is not reachable at {url}: {e}. Start it (pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) or set DATABASE_URL."
+        )
+    });
+    tokio::spawn(connection);
+    client
+}
+
+impl TestApp {
+    /// Sets an environment setting for the runs of this app only.
+    pub fn set(&mut self, var: &str, value: &str) {
+        self.env.insert(var.into(), value.into());
+    }
+
+    pub fn env(&self) -> &HashMap<String, String> {
+        &self.env
+    }
+
+    pub async fn store(&self) -> Store {
+        Store::connect(&tokio_postgres::Config::from_str(&self.database_url).unwrap())
+            .await
+            .expect("connecting the store")
+    }
+
+    /// One run, as the CLI does it, on its own connection.
+    pub async fn try_run(&self, trigger_id: Option<&str>) -> Result<Summary, RunError> {
+        self.try_run_from(&self.coingecko.uri(), trigger_id).await
+    }
+
+    /// One run against another CoinGecko stub.
+    pub async fn try_run_from(
+        &self,
+        stub_uri: &str,
+        trigger_id: Option<&str>,
+    ) -> Result<Summary, RunError> {
+        let mut env = self.env.clone();
+        env.insert("COINGECKO_BASE_URL".into(), stub_uri.into());
+        let config =
+            Config::from_lookup(move |name| env.get(name).cloned()).expect("test configuration");
+        let ingest = Ingest::new(config.coingecko, config.ingest).unwrap();
+        let mut store = self.store().await;
+        ingest.run(&mut store, trigger_id.map(String::from)).await
+    }
+
+    pub async fn run(&self) -> Summary {
+        self.try_run(None).await.expect("run failed")
+    }
+
+    /// Serves `pages` as pages 1, 2, … of `/coins/markets`, replacing what was served before.
+    pub async fn serve(&self, pages: &[String]) {
+        serve_on(&self.coingecko, pages).await;
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        self.db
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// `column::text` of one coin's current row, as PostgreSQL stores it.
+    pub async fn current(&self, coin_id: &str, column: &str) -> Option<String> {
+        self.db
+            .query_one(
+                &format!("SELECT {column}::text FROM current_prices WHERE coin_id = $1"),
+                &[&coin_id],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{coin_id} not in current_prices: {e}"))
+            .get(0)
+    }
+
+    /// The recorded prices of one coin, oldest first, as text.
+    pub async fn history(&self, coin_id: &str) -> Vec<String> {
+        self.db
+            .query(
+                "SELECT price::text FROM price_history WHERE coin_id = $1 ORDER BY recorded_at, source_updated_at",
+                &[&coin_id],
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// A fingerprint of every row of the price tables, to prove that nothing changed.
+    pub async fn price_tables(&self) -> (Vec<String>, Vec<String>) {
+        let rows = |sql: &'static str| async move {
+            self.db
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+        };
+        (
+            rows("SELECT (c.*, c.xmin)::text FROM current_prices c ORDER BY coin_id").await,
+            rows("SELECT h::text FROM price_history h ORDER BY coin_id, source_updated_at").await,
+        )
+    }
+}

@@ -1,0 +1,547 @@
+//! The CDC ingest against a real PostgreSQL and a CoinGecko stub serving recorded answers.
+
+mod common;
+
+use coingecko_cdc::summary::RunStatus;
+use common::{coin, fixture, numbered_coins, page, spawn_app};
+use futures::future::join_all;
+
+const SEP5: &str = "markets-2024-09-05.json";
+const SEP8: &str = "markets-2024-09-08.json";
+
+#[tokio::test]
+async fn first_load_records_every_coin_exactly_as_written() {
+    let app = spawn_app().await;
+    app.serve(&[fixture(SEP5)]).await;
+
+    let summary = app.run().await;
+
+    assert_eq!(summary.status, RunStatus::Succeeded);
+    assert_eq!((summary.fetched, summary.rejected), (100, 0));
+    assert_eq!(
+        (
+            summary.history_inserted,
+            summary.upserted,
+            summary.unchanged
+        ),
+        (100, 100, 0)
+    );
+    assert_eq!(summary.pages, 1);
+    assert_eq!(app.count("current_prices").await, 100);
+    assert_eq!(app.count("price_history").await, 100);
+    assert_eq!(
+        app.current("bitcoin", "price").await.as_deref(),
+        Some("58083")
+    );
+    assert_eq!(
+        app.current("bitcoin", "total_supply").await.as_deref(),
+        Some("21000000.0")
+    );
+    assert_eq!(
+        app.current("bitcoin", "market_cap_rank").await.as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        app.current("bitcoin", "source_updated_at").await.as_deref(),
+        Some("2024-09-05 00:43:12.026+00")
+    );
+    assert_eq!(
+        app.current("bitcoin", "recorded_price").await.as_deref(),
+        Some("58083")
+    );
+    let raw: i32 = app
+        .db
+        .query_one(
+            "SELECT jsonb_array_length(payload) FROM raw_pages WHERE page = 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(raw, 100, "the raw page is stored whole");
+    let row = app
+        .db
+        .query_one(
+            "SELECT status, summary->>'history_inserted' FROM ingest_runs",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "succeeded");
+    assert_eq!(row.get::<_, String>(1), "100");
+}
+
+#[tokio::test]
+async fn an_identical_rerun_writes_no_row() {
+    let app = spawn_app().await;
+    app.serve(&[fixture(SEP5)]).await;
+    app.run().await;
+    let before = app.price_tables().await;
+
+    let summary = app.run().await;
+
+    assert_eq!(
+        (
+            summary.history_inserted,
+            summary.upserted,
+            summary.unchanged
+        ),
+        (0, 0, 100)
+    );
+    assert_eq!(
+        app.price_tables().await,
+        before,
+        "no row rewritten (xmin unchanged)"
+    );
+}
+
+#[tokio::test]
+async fn new_timestamps_with_unchanged_prices_add_no_history() {
+    let app = spawn_app().await;
+    app.serve(&[page(&[coin("a", "1.5", "2026-11-27T15:00:00.000Z")])])
+        .await;
+    app.run().await;
+    app.serve(&[page(&[coin("a", "1.50", "2026-11-27T15:05:00.000Z")])])
+        .await;
+
+    let summary = app.run().await;
+
+    assert_eq!(
+        (
+            summary.history_inserted,
+            summary.upserted,
+            summary.unchanged
+        ),
+        (0, 1, 1)
+    );
+    assert_eq!(app.history("a").await, ["1.5"]);
+    assert_eq!(
+        app.current("a", "source_updated_at").await.as_deref(),
+        Some("2026-11-27 15:05:00+00"),
+        "current_prices still ends at the latest values"
+    );
+}
+
+#[tokio::test]
+async fn real_price_moves_are_judged_exactly_at_the_threshold() {
+    // ethereum was 2456.15 on 2024-09-05: ±0.5% is exactly 2468.43075 / 2443.86925,
+    // which f64 arithmetic judges to be below the threshold.
+    let app = spawn_app().await;
+    let original = fixture(SEP5);
+    app.serve(&[original.clone()]).await;
+    app.run().await;
+    let moved = next_day(&original)
+        .replacen(
+            r#""current_price":2456.15"#,
+            r#""current_price":2468.43075"#,
+            1,
+        )
+        .replacen(
+            r#""current_price":58083"#,
+            r#""current_price":58373.414"#,
+            1,
+        );
+    assert_ne!(moved, original);
+    app.serve(&[moved]).await;
+
+    let summary = app.run().await;
+
+    assert_eq!(app.history("ethereum").await, ["2456.15", "2468.43075"]);
+    assert_eq!(
+        app.history("bitcoin").await,
+        ["58083"],
+        "0.49999…% stays below"
+    );
+    assert_eq!(
+        app.current("bitcoin", "price").await.as_deref(),
+        Some("58373.414")
+    );
+    assert_eq!(summary.history_inserted, 1);
+    assert_eq!(summary.upserted, 100, "every last_updated moved");
+
+    let down = next_day(&next_day(&original)).replacen(
+        r#""current_price":2456.15"#,
+        r#""current_price":2443.86925"#,
+        1,
+    );
+    app.serve(&[down]).await;
+    app.run().await;
+    assert_eq!(
+        app.history("ethereum").await,
+        ["2456.15", "2468.43075", "2443.86925"],
+        "measured against the last recorded price, 2468.43075"
+    );
+}
+
+/// The same answer a day later: every `last_updated` moves one day on.
+fn next_day(body: &str) -> String {
+    let shifted = body.replace(
+        r#""last_updated":"2024-09-06T"#,
+        r#""last_updated":"2024-09-07T"#,
+    );
+    shifted.replace(
+        r#""last_updated":"2024-09-05T"#,
+        r#""last_updated":"2024-09-06T"#,
+    )
+}
+
+#[tokio::test]
+async fn two_real_days_record_the_moves_past_the_threshold() {
+    let app = spawn_app().await;
+    app.serve(&[fixture(SEP5)]).await;
+    app.run().await;
+    app.serve(&[fixture(SEP8)]).await;
+
+    let summary = app.run().await;
+
+    assert_eq!(
+        summary.fetched,
+        summary.rejected + summary.history_inserted + summary.unchanged
+    );
+    let expected: i64 = app
+        .db
+        .query_one(
+            "SELECT count(*) FROM current_prices c JOIN price_history h USING (coin_id, vs_currency)
+             WHERE h.run_id::text = $1",
+            &[&summary.run_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(summary.history_inserted as i64, expected);
+    assert!(
+        summary.history_inserted > 50,
+        "three days move most prices: {summary:?}"
+    );
+    assert_eq!(
+        app.current("bitcoin", "price").await,
+        app.history("bitcoin").await.last().cloned()
+    );
+}
+
+#[tokio::test]
+async fn a_slow_drift_is_recorded_once_it_adds_up() {
+    let app = spawn_app().await;
+    for (minute, price) in ["100", "100.2", "100.4", "100.5", "100.9", "101.0025"]
+        .iter()
+        .enumerate()
+    {
+        let at = format!("2026-11-27T15:0{minute}:00.000Z");
+        app.serve(&[page(&[coin("drift", price, &at)])]).await;
+        app.run().await;
+    }
+    assert_eq!(app.history("drift").await, ["100", "100.5", "101.0025"]);
+    assert_eq!(
+        app.current("drift", "price").await.as_deref(),
+        Some("101.0025")
+    );
+}
+
+#[tokio::test]
+async fn ruby_style_and_long_numbers_are_stored_digit_for_digit() {
+    let app = spawn_app().await;
+    app.serve(&[fixture(SEP8)]).await;
+    app.run().await;
+    let exponent_rows: i64 = app
+        .db
+        .query_one(
+            "SELECT count(*) FROM current_prices WHERE total_supply::text = '2100000000000000' OR price::text = '0.000000000056366'
+             OR total_volume::text = '0.000000000056366' OR market_cap::text = '0.000000000056366'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        exponent_rows >= 1,
+        "2.1e+15 / 5.6366e-11 stored as exact numerics"
+    );
+
+    app.serve(&[page(&[
+        coin("tiny", "3.15e-06", "2026-11-27T15:00:00.000Z"),
+        coin(
+            "long",
+            "0.1234567890123456789012345678",
+            "2026-11-27T15:00:00.000Z",
+        ),
+        coin(
+            "big",
+            "12345678901234567890.12345678",
+            "2026-11-27T15:00:00.000Z",
+        ),
+        coin("round", "21000000.0", "2026-11-27T15:00:00.000Z"),
+    ])])
+    .await;
+    app.run().await;
+    assert_eq!(
+        app.current("tiny", "price").await.as_deref(),
+        Some("0.00000315")
+    );
+    assert_eq!(
+        app.history("long").await,
+        ["0.1234567890123456789012345678"]
+    );
+    assert_eq!(
+        app.current("big", "price").await.as_deref(),
+        Some("12345678901234567890.12345678")
+    );
+    assert_eq!(
+        app.current("round", "price").await.as_deref(),
+        Some("21000000.0")
+    );
+}
+
+#[tokio::test]
+async fn coins_with_unusable_prices_are_counted_and_the_run_goes_on() {
+    let app = spawn_app().await;
+    let at = "2026-11-27T15:00:00.000Z";
+    app.serve(&[page(&[
+        coin("good", "1", at),
+        coin("null", "null", at),
+        coin("text", r#""abc""#, at),
+        coin("negative", "-2", at),
+        r#"{"symbol":"noid","current_price":3}"#.to_string(),
+        r#"{"id":"huge-supply","current_price":2,"total_supply":1e40,"market_cap_rank":null}"#
+            .to_string(),
+    ])])
+    .await;
+
+    let summary = app.run().await;
+
+    assert_eq!(
+        (summary.fetched, summary.rejected, summary.history_inserted),
+        (6, 4, 2)
+    );
+    let stored: Vec<String> = app
+        .db
+        .query("SELECT coin_id FROM current_prices ORDER BY coin_id", &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, ["good", "huge-supply"]);
+    assert_eq!(
+        app.current("huge-supply", "total_supply").await,
+        None,
+        "unholdable → NULL"
+    );
+}
+
+#[tokio::test]
+async fn a_coin_on_two_pages_is_kept_once() {
+    let mut app = spawn_app().await;
+    app.set("TOP_N", "1000");
+    let mut second = numbered_coins(249..260, "2");
+    second.insert(0, coin("coin-0000", "9", "2026-11-27T15:00:00.000Z"));
+    app.serve(&[page(&numbered_coins(0..250, "1")), page(&second)])
+        .await;
+
+    let summary = app.run().await;
+
+    assert_eq!(summary.fetched, 260, "coin-0000 and coin-0249 came twice");
+    assert_eq!(summary.history_inserted, 260);
+    assert_eq!(
+        app.current("coin-0000", "price").await.as_deref(),
+        Some("1"),
+        "first appearance wins"
+    );
+    assert_eq!(
+        app.current("coin-0249", "price").await.as_deref(),
+        Some("1")
+    );
+}
+
+#[tokio::test]
+async fn a_coin_missing_from_an_answer_keeps_its_rows_and_an_empty_answer_changes_nothing() {
+    let app = spawn_app().await;
+    let at = "2026-11-27T15:00:00.000Z";
+    app.serve(&[page(&[coin("a", "1", at), coin("b", "2", at)])])
+        .await;
+    app.run().await;
+    app.serve(&[page(&[coin("a", "1", at)])]).await;
+    app.run().await;
+    assert_eq!(app.count("current_prices").await, 2);
+    let before = app.price_tables().await;
+
+    app.serve(&["[]".to_string()]).await;
+    let summary = app.run().await;
+
+    assert_eq!(
+        (summary.fetched, summary.upserted, summary.history_inserted),
+        (0, 0, 0)
+    );
+    assert_eq!(app.price_tables().await, before);
+}
+
+#[tokio::test]
+async fn a_repeated_trigger_id_returns_the_first_summary_and_does_nothing() {
+    let app = spawn_app().await;
+    app.serve(&[fixture(SEP5)]).await;
+    let first = app.try_run(Some("2026-11-27T15:00:00Z")).await.unwrap();
+    app.serve(&[fixture(SEP8)]).await;
+    let before = app.price_tables().await;
+
+    let second = app.try_run(Some("2026-11-27T15:00:00Z")).await.unwrap();
+
+    assert_eq!(second.status, RunStatus::Duplicate);
+    assert_eq!(second.run_id, first.run_id);
+    assert_eq!(second.history_inserted, first.history_inserted);
+    assert_eq!(app.price_tables().await, before);
+    assert_eq!(
+        app.coingecko.received_requests().await.unwrap().len(),
+        0,
+        "not even fetched"
+    );
+    let another = app.try_run(Some("2026-11-27T15:01:00Z")).await.unwrap();
+    assert_eq!(another.status, RunStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn a_failed_run_does_not_block_the_retry_of_its_trigger() {
+    let mut app = spawn_app().await;
+    app.set("COINGECKO_MAX_ATTEMPTS", "1");
+    app.serve(&["<html>502 Bad Gateway</html>".to_string()])
+        .await;
+    assert!(app.try_run(Some("t-1")).await.is_err());
+    app.serve(&[fixture(SEP5)]).await;
+
+    let retried = app.try_run(Some("t-1")).await.unwrap();
+
+    assert_eq!(retried.status, RunStatus::Succeeded);
+    let statuses: Vec<String> = app
+        .db
+        .query(
+            "SELECT status FROM ingest_runs WHERE trigger_id = 't-1' ORDER BY started_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(statuses, ["failed", "succeeded"]);
+}
+
+#[tokio::test]
+async fn a_broken_page_fails_the_run_with_nothing_applied() {
+    let mut app = spawn_app().await;
+    app.set("TOP_N", "500");
+    app.set("COINGECKO_MAX_ATTEMPTS", "2");
+    app.serve(&[fixture(SEP5)]).await;
+    app.run().await;
+    let before = app.price_tables().await;
+    let truncated = page(&numbered_coins(250..300, "1"));
+    app.serve(&[
+        page(&numbered_coins(0..250, "1")),
+        truncated[..truncated.len() / 2].to_string(),
+    ])
+    .await;
+
+    let error = app.try_run(None).await.unwrap_err().to_string();
+
+    assert!(
+        error.contains("page 2") && error.contains("2 attempts"),
+        "{error}"
+    );
+    assert_eq!(app.price_tables().await, before);
+    assert_eq!(app.count("raw_pages").await, 1, "only the first run's page");
+    let row = app
+        .db
+        .query_one(
+            "SELECT status, error FROM ingest_runs ORDER BY started_at DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "failed");
+    assert_eq!(row.get::<_, String>(1), error);
+}
+
+#[tokio::test]
+async fn overlapping_runs_serialize_and_never_duplicate_history() {
+    let app = spawn_app().await;
+    app.serve(&[fixture(SEP5)]).await;
+
+    let runs = join_all((0..4).map(|_| app.try_run(None))).await;
+
+    let inserted: u64 = runs
+        .iter()
+        .map(|r| r.as_ref().unwrap().history_inserted)
+        .sum();
+    assert_eq!(
+        inserted, 100,
+        "one run records, the others find nothing new: {runs:?}"
+    );
+    assert_eq!(app.count("price_history").await, 100);
+}
+
+#[tokio::test]
+async fn the_later_of_two_overlapping_runs_compares_against_what_the_earlier_wrote() {
+    let app = spawn_app().await;
+    app.serve(&[page(&[coin("eth", "2456.15", "2026-11-27T15:00:00.000Z")])])
+        .await;
+    app.run().await;
+    let other = wiremock::MockServer::start().await;
+    app.serve(&[page(&[coin("eth", "2500", "2026-11-27T15:01:00.000Z")])])
+        .await;
+    common::serve_on(
+        &other,
+        &[page(&[coin("eth", "2501", "2026-11-27T15:01:30.000Z")])],
+    )
+    .await;
+
+    let other_uri = other.uri();
+    let (a, b) = tokio::join!(app.try_run(None), app.try_run_from(&other_uri, None));
+
+    let recorded = a.unwrap().history_inserted + b.unwrap().history_inserted;
+    let history = app.history("eth").await;
+    assert_eq!(recorded, 1, "2500 and 2501 are 0.04% apart: {history:?}");
+    assert_eq!(history.len(), 2);
+}
+
+#[tokio::test]
+async fn price_history_refuses_update_delete_and_truncate() {
+    let app = spawn_app().await;
+    app.serve(&[fixture(SEP5)]).await;
+    app.run().await;
+
+    for statement in [
+        "UPDATE price_history SET price = 0 WHERE coin_id = 'bitcoin'",
+        "DELETE FROM price_history WHERE coin_id = 'bitcoin'",
+        "TRUNCATE price_history CASCADE",
+    ] {
+        let error = app.db.execute(statement, &[]).await.unwrap_err();
+        let db = error.as_db_error().expect(statement);
+        assert_eq!(db.code().code(), "42501", "{statement}");
+        assert!(db.message().contains("append-only"), "{}", db.message());
+    }
+    assert_eq!(app.history("bitcoin").await, ["58083"]);
+}
+
+#[tokio::test]
+async fn raw_pages_follow_store_raw_and_are_pruned_after_the_retention() {
+    let mut app = spawn_app().await;
+    app.serve(&[fixture(SEP5)]).await;
+    app.run().await;
+    app.db
+        .execute(
+            "UPDATE raw_pages SET fetched_at = now() - interval '8 days'",
+            &[],
+        )
+        .await
+        .unwrap();
+    app.set("STORE_RAW", "false");
+
+    app.run().await;
+
+    assert_eq!(
+        app.count("raw_pages").await,
+        0,
+        "8-day-old page pruned, none stored"
+    );
+    app.set("STORE_RAW", "true");
+    app.set("RAW_RETENTION_DAYS", "30");
+    app.run().await;
+    assert_eq!(app.count("raw_pages").await, 1);
+}
