@@ -128,7 +128,7 @@ async fn real_price_moves_are_judged_exactly_at_the_threshold() {
     // which f64 arithmetic judges to be below the threshold.
     let app = spawn_app().await;
     let original = fixture(SEP5);
-    app.serve(&[original.clone()]).await;
+    app.serve(std::slice::from_ref(&original)).await;
     app.run().await;
     let moved = next_day(&original)
         .replacen(
