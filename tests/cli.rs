@@ -1,0 +1,169 @@
+//! The `coingecko-cdc` binary as cron or Airflow runs it.
+
+mod common;
+
+use std::process::Output;
+
+use common::{fixture, spawn_app, TestApp};
+use serde_json::Value;
+
+/// Runs the binary with only the app's settings (plus `extra`) in its environment.
+async fn cli(app: &TestApp, args: &[&str], extra: &[(&str, &str)]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_coingecko-cdc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_clear()
+        .envs(app.env())
+        .envs(extra.iter().copied())
+        .output()
+        .await
+        .expect("starting coingecko-cdc")
+}
+
+fn stdout_json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn last_stderr_line(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn run_prints_the_summary_and_a_repeated_event_is_a_duplicate() {
+    let app = spawn_app().await;
+    app.serve(&[fixture("markets-2024-09-05.json")]).await;
+
+    let first = cli(
+        &app,
+        &["run", "--event", "events/eventbridge-rule.json"],
+        &[],
+    )
+    .await;
+    let second = cli(
+        &app,
+        &["run", "--event", "events/eventbridge-rule.json"],
+        &[],
+    )
+    .await;
+
+    assert!(first.status.success(), "{}", last_stderr_line(&first));
+    let summary = stdout_json(&first);
+    assert_eq!(summary["status"], "succeeded");
+    assert_eq!(
+        summary["trigger_id"],
+        "7bf73129-1428-4cd3-a780-95db273d1602"
+    );
+    assert_eq!(summary["fetched"], 100);
+    assert_eq!(summary["history_inserted"], 100);
+    assert!(second.status.success());
+    let repeated = stdout_json(&second);
+    assert_eq!(repeated["status"], "duplicate");
+    assert_eq!(repeated["run_id"], summary["run_id"]);
+}
+
+#[tokio::test]
+async fn every_event_shape_in_events_is_accepted() {
+    let app = spawn_app().await;
+    app.serve(&[fixture("markets-2024-09-05.json")]).await;
+    for (file, trigger) in [
+        (
+            "events/scheduler-input.json",
+            Value::from("2026-11-27T15:00:00Z"),
+        ),
+        ("events/manual.json", Value::Null),
+    ] {
+        let output = cli(&app, &["run", "--event", file], &[]).await;
+        assert!(
+            output.status.success(),
+            "{file}: {}",
+            last_stderr_line(&output)
+        );
+        assert_eq!(stdout_json(&output)["trigger_id"], trigger, "{file}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_setting_fails_before_any_io_and_names_the_variable() {
+    let app = spawn_app().await;
+
+    let output = cli(&app, &["run"], &[("TOP_N", "lots")]).await;
+
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    let error = last_stderr_line(&output);
+    assert!(
+        error.starts_with("error: TOP_N:") && error.contains("\"lots\""),
+        "{error}"
+    );
+    assert!(app.coingecko.received_requests().await.unwrap().is_empty());
+    assert_eq!(app.count("ingest_runs").await, 0);
+}
+
+#[tokio::test]
+async fn an_unrecognised_event_says_what_was_expected() {
+    let app = spawn_app().await;
+    let event = std::env::temp_dir().join(format!("cdc-event-{}.json", uuid::Uuid::now_v7()));
+    std::fs::write(&event, r#"{"hello": "world"}"#).unwrap();
+
+    let output = cli(&app, &["run", "--event", event.to_str().unwrap()], &[]).await;
+
+    assert_eq!(output.status.code(), Some(1));
+    let error = last_stderr_line(&output);
+    assert!(
+        error.contains("expected an EventBridge scheduled event"),
+        "{error}"
+    );
+    assert!(
+        error.contains(event.to_str().unwrap()),
+        "names the file: {error}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_run_exits_non_zero_with_a_one_line_cause() {
+    let app = spawn_app().await;
+    app.serve(&["<html>Bad Gateway</html>".into()]).await;
+
+    let output = cli(&app, &["run"], &[("COINGECKO_MAX_ATTEMPTS", "1")]).await;
+
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    let error = last_stderr_line(&output);
+    assert!(
+        error.starts_with("error: CoinGecko page 1 failed after 1 attempts"),
+        "{error}"
+    );
+    let status: String = app
+        .db
+        .query_one("SELECT status FROM ingest_runs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "failed");
+}
+
+#[tokio::test]
+async fn migrate_applies_the_migrations_and_a_missing_database_url_is_named() {
+    let app = spawn_app().await;
+    let output = cli(&app, &["migrate"], &[]).await;
+    assert!(output.status.success(), "{}", last_stderr_line(&output));
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_coingecko-cdc"))
+        .arg("migrate")
+        .env_clear()
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(last_stderr_line(&output).starts_with("error: DATABASE_URL: not set"));
+}
