@@ -545,3 +545,28 @@ async fn raw_pages_follow_store_raw_and_are_pruned_after_the_retention() {
     app.run().await;
     assert_eq!(app.count("raw_pages").await, 1);
 }
+
+#[tokio::test]
+async fn processes_starting_at_once_migrate_safely() {
+    let url = common::fresh_database().await;
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    let migrations = (0..4).map(|_| async {
+        let mut store = coingecko_cdc::store::Store::connect(&config).await.unwrap();
+        store.migrate().await
+    });
+
+    for outcome in join_all(migrations).await {
+        outcome.expect("a concurrent migration failed");
+    }
+
+    let db = common::connect(&url).await;
+    let applied: i64 = db
+        .query_one("SELECT count(*) FROM refinery_schema_history", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let shipped = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .count() as i64;
+    assert_eq!(applied, shipped);
+}

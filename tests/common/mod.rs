@@ -66,17 +66,8 @@ pub struct TestApp {
 
 /// A fresh, migrated database and an empty CoinGecko stub.
 pub async fn spawn_app() -> TestApp {
-    let server = server_url();
-    let admin = connect(&server).await;
-    let name = format!("cdc_test_{}", uuid::Uuid::now_v7().simple());
-    // A generated identifier: database names cannot be bound as parameters.
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("creating the test database");
-    let database_url = with_dbname(&server, &name);
+    let database_url = fresh_database().await;
     let db = connect(&database_url).await;
-
     let coingecko = MockServer::start().await;
     let env = HashMap::from([
         ("DATABASE_URL".to_string(), database_url.clone()),
@@ -90,6 +81,19 @@ pub async fn spawn_app() -> TestApp {
     };
     app.store().await.migrate().await.expect("migrating");
     app
+}
+
+/// A new empty database on the test server; returns its URL.
+pub async fn fresh_database() -> String {
+    let server = server_url();
+    let name = format!("cdc_test_{}", uuid::Uuid::now_v7().simple());
+    // A generated identifier: database names cannot be bound as parameters.
+    connect(&server)
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("creating the test database");
+    with_dbname(&server, &name)
 }
 
 fn with_dbname(server: &str, name: &str) -> String {
