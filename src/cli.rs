@@ -7,10 +7,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use crate::app::App;
 use crate::config::Config;
-use crate::ingest::Ingest;
-use crate::store::Store;
-use crate::trigger;
+use crate::{secrets, trigger};
 
 #[derive(Parser)]
 #[command(name = "coingecko-cdc", version, about, long_about = None)]
@@ -50,25 +49,15 @@ pub async fn main() -> ExitCode {
 
 async fn execute(command: Command) -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    let database = config
-        .database
-        .as_ref()
-        .context("DATABASE_URL: not set; give a PostgreSQL URL such as postgres://user@localhost:5432/prices")?;
+    let trigger_id = match &command {
+        Command::Run { event: Some(path) } => read_trigger_id(path)?,
+        _ => None,
+    };
+    let app = App::new(config, secrets::secrets_manager().await).await?;
     match command {
-        Command::Migrate => {
-            Store::connect(database).await?.migrate().await?;
-        }
-        Command::Run { event } => {
-            let trigger_id = match event {
-                Some(path) => read_trigger_id(&path)?,
-                None => None,
-            };
-            let ingest = Ingest::new(config.coingecko.clone(), config.ingest.clone())?;
-            let mut store = Store::connect(database).await?;
-            if config.auto_migrate {
-                store.migrate().await?;
-            }
-            let summary = ingest.run(&mut store, trigger_id).await?;
+        Command::Migrate => app.migrate().await?,
+        Command::Run { .. } => {
+            let summary = app.run(trigger_id).await?;
             println!("{}", serde_json::to_string(&summary)?);
         }
     }

@@ -1,5 +1,6 @@
 //! Typed configuration, read once from the environment before any I/O.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -34,9 +35,45 @@ impl ConfigError {
 pub struct Config {
     pub coingecko: CoinGeckoConfig,
     pub ingest: IngestConfig,
-    /// `None` when `DATABASE_URL` is unset: the Lambda then takes it from Secrets Manager.
-    pub database: Option<tokio_postgres::Config>,
+    pub database: DatabaseConfig,
     pub auto_migrate: bool,
+    /// Where the CoinGecko API key comes from when it is kept in Secrets Manager.
+    pub api_key_secret_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `None` when neither `DATABASE_URL` nor `DB_SECRET_ID` is set.
+    pub source: Option<DatabaseSource>,
+    pub tls: DbTls,
+}
+
+#[derive(Debug, Clone)]
+pub enum DatabaseSource {
+    Url(tokio_postgres::Config),
+    /// Credentials in Secrets Manager; what the secret lacks comes from `DB_HOST`, `DB_PORT`, `DB_NAME`.
+    Secret {
+        secret_id: String,
+        host: Option<String>,
+        port: Option<u16>,
+        dbname: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    /// TLS when the server offers it, without verifying the certificate (as libpq's `prefer`).
+    Prefer,
+    /// TLS only, with the certificate chain and the host name verified.
+    Require,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbTls {
+    pub mode: SslMode,
+    /// A PEM bundle of extra trusted roots, such as the Amazon RDS CA bundle.
+    pub root_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,24 +170,12 @@ impl Config {
             raw_retention_days: env.parse_at_least("RAW_RETENTION_DAYS", 7, 0)?,
         };
 
-        let database = env
-            .text("DATABASE_URL")
-            .map(|url| {
-                // The URL holds the password: the error must not echo it.
-                tokio_postgres::Config::from_str(&url).map_err(|e| {
-                    ConfigError::new(
-                        "DATABASE_URL",
-                        format!("not a PostgreSQL URL such as postgres://user@host:5432/db ({e})"),
-                    )
-                })
-            })
-            .transpose()?;
-
         Ok(Self {
             coingecko,
             ingest,
-            database,
+            database: database_config(&env)?,
             auto_migrate: env.flag("AUTO_MIGRATE", true)?,
+            api_key_secret_id: env.text("COINGECKO_API_KEY_SECRET_ID"),
         })
     }
 }
@@ -192,6 +217,64 @@ impl Env<'_> {
             )),
         }
     }
+}
+
+fn database_config(env: &Env) -> Result<DatabaseConfig, ConfigError> {
+    let url = env
+        .text("DATABASE_URL")
+        .map(|url| {
+            // The URL holds the password: the error must not echo it.
+            tokio_postgres::Config::from_str(&url).map_err(|e| {
+                ConfigError::new(
+                    "DATABASE_URL",
+                    format!("not a PostgreSQL URL such as postgres://user@host:5432/db ({e})"),
+                )
+            })
+        })
+        .transpose()?;
+    let port = match env.text("DB_PORT") {
+        None => None,
+        Some(raw) => Some(raw.parse::<u16>().map_err(|_| {
+            ConfigError::new("DB_PORT", format!("expected a port number, got {raw:?}"))
+        })?),
+    };
+    let source = match (env.text("DB_SECRET_ID"), url) {
+        (Some(secret_id), _) => Some(DatabaseSource::Secret {
+            secret_id,
+            host: env.text("DB_HOST"),
+            port,
+            dbname: env.text("DB_NAME"),
+        }),
+        (None, Some(url)) => Some(DatabaseSource::Url(url)),
+        (None, None) => None,
+    };
+    let url_mode = match &source {
+        Some(DatabaseSource::Url(url)) => url.get_ssl_mode(),
+        _ => tokio_postgres::config::SslMode::Prefer,
+    };
+    let mode = match env.text("DB_SSLMODE").as_deref() {
+        Some("disable") => SslMode::Disable,
+        Some("prefer") => SslMode::Prefer,
+        Some("require") => SslMode::Require,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "DB_SSLMODE",
+                format!("unknown mode {other:?}: use disable, prefer or require"),
+            ))
+        }
+        None => match url_mode {
+            tokio_postgres::config::SslMode::Disable => SslMode::Disable,
+            tokio_postgres::config::SslMode::Require => SslMode::Require,
+            _ => SslMode::Prefer,
+        },
+    };
+    Ok(DatabaseConfig {
+        source,
+        tls: DbTls {
+            mode,
+            root_cert: env.text("DB_SSL_ROOT_CERT").map(PathBuf::from),
+        },
+    })
 }
 
 fn parse_base_url(raw: &str) -> Result<Url, String> {
@@ -264,7 +347,8 @@ mod tests {
         assert!(cfg.ingest.store_raw);
         assert_eq!(cfg.ingest.raw_retention_days, 7);
         assert!(cfg.auto_migrate);
-        assert!(cfg.database.is_none());
+        assert!(cfg.database.source.is_none());
+        assert_eq!(cfg.database.tls.mode, SslMode::Prefer);
     }
 
     #[test]
@@ -308,12 +392,40 @@ mod tests {
             ("VS_CURRENCY", "us d"),
             ("COIN_IDS", ",,"),
             ("DATABASE_URL", "postgres://u:pw@host:notaport/db"),
+            ("DB_PORT", "fifty"),
+            ("DB_SSLMODE", "verify-full"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);
             assert!(err.to_string().starts_with(var), "{err}");
         }
+    }
+
+    #[test]
+    fn the_secret_wins_over_the_url_and_sslmode_follows_the_url_unless_set() {
+        let cfg = config(&[
+            (
+                "DB_SECRET_ID",
+                "arn:aws:secretsmanager:eu-west-1:1:secret:db",
+            ),
+            ("DB_HOST", "db.internal"),
+            ("DB_PORT", "6432"),
+            ("DATABASE_URL", "postgres://u@h/db?sslmode=disable"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            cfg.database.source,
+            Some(DatabaseSource::Secret { port: Some(6432), ref host, .. }) if host.as_deref() == Some("db.internal")
+        ));
+        let url = config(&[("DATABASE_URL", "postgres://u@h/db?sslmode=require")]).unwrap();
+        assert_eq!(url.database.tls.mode, SslMode::Require);
+        let overridden = config(&[
+            ("DATABASE_URL", "postgres://u@h/db?sslmode=require"),
+            ("DB_SSLMODE", "disable"),
+        ])
+        .unwrap();
+        assert_eq!(overridden.database.tls.mode, SslMode::Disable);
     }
 
     #[test]

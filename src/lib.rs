@@ -2,14 +2,19 @@
 //! price-based change data capture.
 //!
 //! The pure core ([`market`], [`cdc`], [`summary`], [`trigger`]) does no I/O; the edges
-//! ([`coingecko`], [`store`], [`cli`]) do, and [`ingest`] ties one run together.
+//! ([`coingecko`], [`store`], [`database`], [`secrets`], [`lambda`], [`cli`]) do;
+//! [`ingest`] ties one run together and [`app`] holds what runs share.
 
+pub mod app;
 pub mod cdc;
 pub mod cli;
 pub mod coingecko;
 pub mod config;
+pub mod database;
 pub mod ingest;
+pub mod lambda;
 pub mod market;
+pub mod secrets;
 pub mod store;
 pub mod summary;
 pub mod trigger;

@@ -5,12 +5,14 @@
 
 use std::collections::HashMap;
 
+use postgres_native_tls::MakeTlsConnector;
 use rust_decimal::Decimal;
 use tokio_postgres::types::Json;
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
 
 use crate::coingecko::RawPage;
+use crate::config::{DbTls, SslMode};
 use crate::market::Quote;
 use crate::summary::Summary;
 
@@ -71,21 +73,81 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-pub struct Store {
-    client: Client,
+/// Opens connections with the configured TLS; built once, reused for every connection.
+#[derive(Clone)]
+pub struct Connector {
+    tls: MakeTlsConnector,
+    mode: SslMode,
 }
 
-impl Store {
-    pub async fn connect(config: &tokio_postgres::Config) -> Result<Self, StoreError> {
-        let (client, connection) = config.connect(NoTls).await.during("connecting")?;
+impl Connector {
+    /// Reads `DB_SSL_ROOT_CERT` (every certificate of the bundle) and builds the TLS setup.
+    pub fn new(settings: &DbTls) -> Result<Self, StoreError> {
+        let tls_error = |detail: String| StoreError {
+            action: "setting up TLS",
+            detail,
+            sqlstate: None,
+        };
+        let mut builder = native_tls::TlsConnector::builder();
+        if let Some(path) = &settings.root_cert {
+            let bundle = std::fs::read(path)
+                .map_err(|e| tls_error(format!("DB_SSL_ROOT_CERT {}: {e}", path.display())))?;
+            let certificates = pem::parse_many(&bundle).map_err(|e| {
+                tls_error(format!(
+                    "DB_SSL_ROOT_CERT {}: not PEM ({e})",
+                    path.display()
+                ))
+            })?;
+            if certificates.is_empty() {
+                return Err(tls_error(format!(
+                    "DB_SSL_ROOT_CERT {}: no certificate in the file",
+                    path.display()
+                )));
+            }
+            for certificate in certificates {
+                let root = native_tls::Certificate::from_der(certificate.contents())
+                    .map_err(|e| tls_error(format!("DB_SSL_ROOT_CERT {}: {e}", path.display())))?;
+                builder.add_root_certificate(root);
+            }
+        }
+        if settings.mode == SslMode::Prefer {
+            // libpq's `prefer`: encryption when offered, no authentication of the server.
+            builder
+                .danger_accept_invalid_certs(true)
+                .danger_accept_invalid_hostnames(true);
+        }
+        let connector = builder.build().map_err(|e| tls_error(e.to_string()))?;
+        Ok(Self {
+            tls: MakeTlsConnector::new(connector),
+            mode: settings.mode,
+        })
+    }
+
+    pub async fn connect(&self, config: &tokio_postgres::Config) -> Result<Store, StoreError> {
+        let mut config = config.clone();
+        config.ssl_mode(match self.mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            SslMode::Require => tokio_postgres::config::SslMode::Require,
+        });
+        let (client, connection) = config
+            .connect(self.tls.clone())
+            .await
+            .during("connecting")?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %error_chain(&e), "PostgreSQL connection closed");
             }
         });
-        Ok(Self { client })
+        Ok(Store { client })
     }
+}
 
+pub struct Store {
+    client: Client,
+}
+
+impl Store {
     /// Whether the connection has died and a new one is needed.
     pub fn is_closed(&self) -> bool {
         self.client.is_closed()

@@ -165,5 +165,9 @@ async fn migrate_applies_the_migrations_and_a_missing_database_url_is_named() {
         .await
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
-    assert!(last_stderr_line(&output).starts_with("error: DATABASE_URL: not set"));
+    let error = last_stderr_line(&output);
+    assert!(
+        error.contains("DATABASE_URL") && error.contains("DB_SECRET_ID"),
+        "{error}"
+    );
 }

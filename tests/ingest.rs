@@ -551,7 +551,7 @@ async fn processes_starting_at_once_migrate_safely() {
     let url = common::fresh_database().await;
     let config: tokio_postgres::Config = url.parse().unwrap();
     let migrations = (0..4).map(|_| async {
-        let mut store = coingecko_cdc::store::Store::connect(&config).await.unwrap();
+        let mut store = common::connector().connect(&config).await.unwrap();
         store.migrate().await
     });
 

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use coingecko_cdc::config::Config;
+use coingecko_cdc::config::{DbTls, SslMode};
 use coingecko_cdc::ingest::{Ingest, RunError};
-use coingecko_cdc::store::Store;
+use coingecko_cdc::store::{Connector, Store};
 use coingecko_cdc::summary::Summary;
 use tokio_postgres::{Client, NoTls};
 use wiremock::matchers::{method, path, query_param};
@@ -55,6 +56,15 @@ pub async fn serve_on(stub: &MockServer, pages: &[String]) {
             .mount(stub)
             .await;
     }
+}
+
+/// Connections as the product makes them by default (`DB_SSLMODE=prefer`).
+pub fn connector() -> Connector {
+    Connector::new(&DbTls {
+        mode: SslMode::Prefer,
+        root_cert: None,
+    })
+    .unwrap()
 }
 
 pub struct TestApp {
@@ -123,7 +133,8 @@ impl TestApp {
     }
 
     pub async fn store(&self) -> Store {
-        Store::connect(&tokio_postgres::Config::from_str(&self.database_url).unwrap())
+        connector()
+            .connect(&tokio_postgres::Config::from_str(&self.database_url).unwrap())
             .await
             .expect("connecting the store")
     }

@@ -1,0 +1,69 @@
+//! What the command line and the Lambda both run: built once, then one run per trigger.
+//!
+//! Everything costly is built once (at the Lambda's cold start) and borrowed by every run:
+//! the HTTP client, the TLS setup, the secret (cached with a TTL) and the connection
+//! (opened again only when it has closed).
+
+use tokio::sync::Mutex;
+
+use crate::config::Config;
+use crate::database::{ConnectError, Database};
+use crate::ingest::{Ingest, RunError};
+use crate::secrets::{parse_api_key, SecretSource};
+use crate::store::{Store, StoreError};
+use crate::summary::Summary;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Migrate(#[from] StoreError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+pub struct App<S> {
+    ingest: Ingest,
+    database: Database<S>,
+    auto_migrate: bool,
+    /// The warm connection, and whether this process has already migrated.
+    store: Mutex<(Option<Store>, bool)>,
+}
+
+impl<S: SecretSource> App<S> {
+    /// Builds the clients from the configuration; fetches the CoinGecko key if it is a secret.
+    pub async fn new(config: Config, secrets: S) -> anyhow::Result<Self> {
+        let mut coingecko = config.coingecko;
+        if let Some(secret_id) = &config.api_key_secret_id {
+            let text = secrets.secret_string(secret_id).await?;
+            coingecko.api_key = Some(parse_api_key(secret_id, &text)?);
+        }
+        Ok(Self {
+            ingest: Ingest::new(coingecko, config.ingest)?,
+            database: Database::new(&config.database, secrets)?,
+            auto_migrate: config.auto_migrate,
+            store: Mutex::new((None, false)),
+        })
+    }
+
+    /// One run on the warm connection, reconnecting first if it has closed.
+    pub async fn run(&self, trigger_id: Option<String>) -> Result<Summary, AppError> {
+        let mut guard = self.store.lock().await;
+        let (slot, migrated) = &mut *guard;
+        let store = match slot.take() {
+            Some(store) if !store.is_closed() => slot.insert(store),
+            _ => slot.insert(self.database.connect().await?),
+        };
+        if self.auto_migrate && !*migrated {
+            store.migrate().await?;
+            *migrated = true;
+        }
+        Ok(self.ingest.run(store, trigger_id).await?)
+    }
+
+    /// Applies the migrations, whatever `AUTO_MIGRATE` says.
+    pub async fn migrate(&self) -> Result<(), AppError> {
+        Ok(self.database.connect().await?.migrate().await?)
+    }
+}

@@ -1,0 +1,15 @@
+//! The AWS Lambda function.
+
+use coingecko_cdc::{app::App, config::Config, lambda, secrets};
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let app = App::new(Config::from_env()?, secrets::secrets_manager().await).await?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        lambda::handle(&app, event)
+    }))
+    .await
+}
