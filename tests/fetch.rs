@@ -27,6 +27,22 @@ async fn requested_pages(stub: &MockServer) -> Vec<String> {
         .collect()
 }
 
+/// Answers with `failure` `times` times, then with the recorded answer.
+async fn fail_then_succeed(stub: &MockServer, failure: ResponseTemplate, times: u64) {
+    markets()
+        .respond_with(failure)
+        .up_to_n_times(times)
+        .with_priority(1)
+        .mount(stub)
+        .await;
+    markets()
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string(fixture("markets-2024-09-05.json")),
+        )
+        .mount(stub)
+        .await;
+}
+
 #[tokio::test]
 async fn top_n_asks_full_pages_until_enough_coins_and_keeps_exactly_n() {
     let mut app = spawn_app().await;
@@ -130,18 +146,12 @@ async fn the_api_key_goes_in_the_header_of_its_plan() {
 #[tokio::test]
 async fn a_429_is_retried_after_the_time_coingecko_asks_for() {
     let app = spawn_app().await;
-    markets()
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "1"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&app.coingecko)
-        .await;
-    markets()
-        .respond_with(
-            ResponseTemplate::new(200).set_body_string(fixture("markets-2024-09-05.json")),
-        )
-        .mount(&app.coingecko)
-        .await;
+    fail_then_succeed(
+        &app.coingecko,
+        ResponseTemplate::new(429).insert_header("Retry-After", "1"),
+        1,
+    )
+    .await;
 
     let summary = app.run().await;
 
@@ -156,20 +166,14 @@ async fn a_429_is_retried_after_the_time_coingecko_asks_for() {
 #[tokio::test]
 async fn a_rate_limit_sent_as_http_200_is_retried() {
     let app = spawn_app().await;
-    markets()
-        .respond_with(ResponseTemplate::new(200).set_body_string(
+    fail_then_succeed(
+        &app.coingecko,
+        ResponseTemplate::new(200).set_body_string(
             r#"{"status":{"error_code":429,"error_message":"You've exceeded the Rate Limit."}}"#,
-        ))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&app.coingecko)
-        .await;
-    markets()
-        .respond_with(
-            ResponseTemplate::new(200).set_body_string(fixture("markets-2024-09-05.json")),
-        )
-        .mount(&app.coingecko)
-        .await;
+        ),
+        1,
+    )
+    .await;
 
     assert_eq!(app.run().await.fetched, 100);
     assert_eq!(requested_pages(&app.coingecko).await.len(), 2);
@@ -179,18 +183,12 @@ async fn a_rate_limit_sent_as_http_200_is_retried() {
 async fn server_errors_are_retried_with_backoff_until_success() {
     let mut app = spawn_app().await;
     app.set("COINGECKO_MAX_ATTEMPTS", "3");
-    markets()
-        .respond_with(ResponseTemplate::new(503).set_body_string("upstream busy"))
-        .up_to_n_times(2)
-        .with_priority(1)
-        .mount(&app.coingecko)
-        .await;
-    markets()
-        .respond_with(
-            ResponseTemplate::new(200).set_body_string(fixture("markets-2024-09-05.json")),
-        )
-        .mount(&app.coingecko)
-        .await;
+    fail_then_succeed(
+        &app.coingecko,
+        ResponseTemplate::new(503).set_body_string("upstream busy"),
+        2,
+    )
+    .await;
 
     assert_eq!(app.run().await.fetched, 100);
     assert_eq!(requested_pages(&app.coingecko).await.len(), 3);
