@@ -73,6 +73,11 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The Amazon RDS global CA bundle (all regions), as AWS publishes it at
+/// https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem. Built in because
+/// Amazon Linux's system store lacks these roots; refresh it when AWS rotates its CAs.
+const RDS_ROOTS: &[u8] = include_bytes!("rds-global-bundle.pem");
+
 /// Opens connections with the configured TLS; built once, reused for every connection.
 #[derive(Clone)]
 pub struct Connector {
@@ -89,26 +94,24 @@ impl Connector {
             sqlstate: None,
         };
         let mut builder = native_tls::TlsConnector::builder();
-        if let Some(path) = &settings.root_cert {
-            let bundle = std::fs::read(path)
-                .map_err(|e| tls_error(format!("DB_SSL_ROOT_CERT {}: {e}", path.display())))?;
-            let certificates = pem::parse_many(&bundle).map_err(|e| {
-                tls_error(format!(
-                    "DB_SSL_ROOT_CERT {}: not PEM ({e})",
-                    path.display()
-                ))
-            })?;
+        let mut add_roots = |source: &str, bundle: &[u8]| -> Result<(), StoreError> {
+            let certificates = pem::parse_many(bundle)
+                .map_err(|e| tls_error(format!("{source}: not PEM ({e})")))?;
             if certificates.is_empty() {
-                return Err(tls_error(format!(
-                    "DB_SSL_ROOT_CERT {}: no certificate in the file",
-                    path.display()
-                )));
+                return Err(tls_error(format!("{source}: no certificate in the file")));
             }
             for certificate in certificates {
                 let root = native_tls::Certificate::from_der(certificate.contents())
-                    .map_err(|e| tls_error(format!("DB_SSL_ROOT_CERT {}: {e}", path.display())))?;
+                    .map_err(|e| tls_error(format!("{source}: {e}")))?;
                 builder.add_root_certificate(root);
             }
+            Ok(())
+        };
+        add_roots("the built-in RDS bundle", RDS_ROOTS)?;
+        if let Some(path) = &settings.root_cert {
+            let source = format!("DB_SSL_ROOT_CERT {}", path.display());
+            let bundle = std::fs::read(path).map_err(|e| tls_error(format!("{source}: {e}")))?;
+            add_roots(&source, &bundle)?;
         }
         if settings.mode == SslMode::Prefer {
             // libpq's `prefer`: encryption when offered, no authentication of the server.
@@ -133,7 +136,15 @@ impl Connector {
         let (client, connection) = config
             .connect(self.tls.clone())
             .await
-            .during("connecting")?;
+            .during("connecting")
+            .map_err(|mut e| {
+                if e.detail.contains("certificate") {
+                    e.detail.push_str(
+                        "; with DB_SSLMODE=require the server's certificate must lead to a trusted root (the RDS bundle is built in; add others with DB_SSL_ROOT_CERT) and match the host name",
+                    );
+                }
+                e
+            })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %error_chain(&e), "PostgreSQL connection closed");

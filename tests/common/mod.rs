@@ -1,6 +1,8 @@
 //! Test harness: a fresh PostgreSQL database and a local CoinGecko stub per test.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod secure_postgres;
+
 use std::collections::HashMap;
 use std::str::FromStr;
 

@@ -1,0 +1,172 @@
+//! A throw-away PostgreSQL server of the test's own, as RDS runs one: TLS with a
+//! certificate from a CA the test makes, and password (SCRAM) authentication.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+pub const SUPERUSER_PASSWORD: &str = "superuser-test-password";
+
+pub struct SecurePostgres {
+    pub port: u16,
+    /// The CA that signed the server's certificate (for `localhost` only), as PEM.
+    pub ca_file: PathBuf,
+    dir: PathBuf,
+    bindir: PathBuf,
+}
+
+impl SecurePostgres {
+    pub fn start() -> Self {
+        let bindir = postgres_bindir();
+        let dir =
+            std::env::temp_dir().join(format!("cdc-secure-pg-{}", uuid::Uuid::now_v7().simple()));
+        let data = dir.join("data");
+        std::fs::create_dir_all(&dir).unwrap();
+
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "coingecko-cdc test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let server_key = KeyPair::generate().unwrap();
+        let server_cert = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&server_key, &ca)
+            .unwrap();
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        std::fs::write(dir.join("server.crt"), server_cert.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("pwfile"), SUPERUSER_PASSWORD).unwrap();
+        as_server_owner(&["chown", "-R", "postgres:postgres", dir.to_str().unwrap()]);
+        as_server_owner(&["chmod", "600", dir.join("server.key").to_str().unwrap()]);
+
+        run_as_postgres(
+            &bindir.join("initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                "--pwfile",
+                dir.join("pwfile").to_str().unwrap(),
+            ],
+        );
+        let port = free_port();
+        let settings = format!(
+            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\nssl = on\nssl_cert_file = '{dir}/server.crt'\nssl_key_file = '{dir}/server.key'\nfsync = off\n",
+            dir = dir.display()
+        );
+        append(&data.join("postgresql.conf"), &settings);
+        run_as_postgres(
+            &bindir.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                dir.join("log").to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+        Self {
+            port,
+            ca_file,
+            dir,
+            bindir,
+        }
+    }
+
+    /// A URL for `user` on this server (TLS not forced: the caller's sslmode decides).
+    pub fn url(&self, user: &str, password: &str, dbname: &str) -> String {
+        format!(
+            "postgres://{user}:{password}@localhost:{}/{dbname}",
+            self.port
+        )
+    }
+
+    /// A superuser connection, for setting up roles and rotating passwords.
+    pub async fn admin(&self) -> tokio_postgres::Client {
+        super::connect(&self.url("postgres", SUPERUSER_PASSWORD, "postgres")).await
+    }
+}
+
+impl Drop for SecurePostgres {
+    fn drop(&mut self) {
+        run_as_postgres(
+            &self.bindir.join("pg_ctl"),
+            &[
+                "-D",
+                self.dir.join("data").to_str().unwrap(),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn postgres_bindir() -> PathBuf {
+    let versions = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL's server binaries are not installed (/usr/lib/postgresql): install the postgresql package");
+    let mut dirs: Vec<PathBuf> = versions.map(|d| d.unwrap().path().join("bin")).collect();
+    dirs.sort();
+    dirs.pop()
+        .expect("no PostgreSQL version under /usr/lib/postgresql")
+}
+
+fn is_root() -> bool {
+    let output = Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("running id -u");
+    String::from_utf8_lossy(&output.stdout).trim() == "0"
+}
+
+/// PostgreSQL refuses to run as root: when the tests are root, the server runs as `postgres`.
+fn run_as_postgres(program: &Path, args: &[&str]) {
+    let mut command = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    let output = command
+        .args(args)
+        .output()
+        .expect("starting a PostgreSQL tool");
+    assert!(
+        output.status.success(),
+        "{} {args:?} failed: {}",
+        program.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn as_server_owner(args: &[&str]) {
+    if is_root() {
+        let status = Command::new(args[0]).args(&args[1..]).status().unwrap();
+        assert!(status.success(), "{args:?}");
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

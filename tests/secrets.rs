@@ -1,0 +1,280 @@
+//! Credentials from Secrets Manager (moto's server standing in for AWS), rotation, and
+//! the promise that no secret value reaches a log line or an error.
+
+mod common;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+use coingecko_cdc::app::App;
+use coingecko_cdc::config::Config;
+use coingecko_cdc::secrets::{SecretError, SecretSource};
+use common::secure_postgres::SecurePostgres;
+use common::{fixture, spawn_app, TestApp};
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+/// moto's Secrets Manager: `MOTO_ENDPOINT`, else the server `.ci/run` starts.
+async fn secrets_manager() -> aws_sdk_secretsmanager::Client {
+    let endpoint =
+        std::env::var("MOTO_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let address = endpoint.trim_start_matches("http://").to_string();
+    if tokio::net::TcpStream::connect(&address).await.is_err() {
+        panic!("moto's server is not reachable at {endpoint}: start it with `moto_server -H 127.0.0.1 -p 5000` (pip install 'moto[server]') or set MOTO_ENDPOINT");
+    }
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
+        .load()
+        .await;
+    aws_sdk_secretsmanager::Client::new(&config)
+}
+
+/// A new secret with a unique name; returns its ARN.
+async fn create_secret(client: &aws_sdk_secretsmanager::Client, value: &str) -> String {
+    client
+        .create_secret()
+        .name(format!("cdc-test/{}", uuid::Uuid::now_v7()))
+        .secret_string(value)
+        .send()
+        .await
+        .expect("creating a secret in moto")
+        .arn
+        .unwrap()
+}
+
+/// Counts how often the secret source is read.
+struct Counting {
+    inner: aws_sdk_secretsmanager::Client,
+    reads: Arc<AtomicUsize>,
+}
+
+impl SecretSource for Counting {
+    async fn secret_string(&self, secret_id: &str) -> Result<String, SecretError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.secret_string(secret_id).await
+    }
+}
+
+async fn app_with<S: SecretSource>(app: &TestApp, vars: &[(&str, String)], secrets: S) -> App<S> {
+    let mut env = app.env().clone();
+    env.remove("DATABASE_URL");
+    env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let config = Config::from_lookup(move |name| env.get(name).cloned()).unwrap();
+    App::new(config, secrets).await.unwrap()
+}
+
+fn test_dbname(app: &TestApp) -> String {
+    let url: tokio_postgres::Config = app.database_url.parse().unwrap();
+    url.get_dbname().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn both_secret_shapes_reach_the_database() {
+    let app = spawn_app().await;
+    app.serve(&[fixture("markets-2024-09-05.json")]).await;
+    let client = secrets_manager().await;
+    let dbname = test_dbname(&app);
+    let master = create_secret(
+        &client,
+        r#"{"username":"postgres","password":"rds-managed"}"#,
+    )
+    .await;
+    let full = create_secret(
+        &client,
+        &format!(r#"{{"engine":"postgres","host":"127.0.0.1","port":"5432","dbname":"{dbname}","username":"postgres","password":"x"}}"#),
+    )
+    .await;
+
+    let from_master = app_with(
+        &app,
+        &[
+            ("DB_SECRET_ID", master),
+            ("DB_HOST", "127.0.0.1".into()),
+            ("DB_NAME", dbname.clone()),
+        ],
+        client.clone(),
+    )
+    .await;
+    assert_eq!(from_master.run(None).await.unwrap().history_inserted, 100);
+
+    let from_full = app_with(&app, &[("DB_SECRET_ID", full)], client).await;
+    assert_eq!(from_full.run(None).await.unwrap().unchanged, 100);
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_an_error_that_names_it() {
+    let app = spawn_app().await;
+    let client = secrets_manager().await;
+    let function = app_with(
+        &app,
+        &[
+            ("DB_SECRET_ID", "cdc-test/does-not-exist".into()),
+            ("DB_HOST", "127.0.0.1".into()),
+        ],
+        client,
+    )
+    .await;
+
+    let error = function.run(None).await.unwrap_err().to_string();
+
+    assert!(
+        error.contains("cdc-test/does-not-exist") && error.contains("GetSecretValue"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn the_api_key_can_come_from_secrets_manager() {
+    let app = spawn_app().await;
+    let client = secrets_manager().await;
+    let key = create_secret(&client, "CG-from-secrets-manager").await;
+    Mock::given(method("GET"))
+        .and(path("/coins/markets"))
+        .and(header("x-cg-demo-api-key", "CG-from-secrets-manager"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string(fixture("markets-2024-09-05.json")),
+        )
+        .expect(1)
+        .mount(&app.coingecko)
+        .await;
+
+    let function = app_with(
+        &app,
+        &[
+            ("DATABASE_URL", app.database_url.clone()),
+            ("COINGECKO_API_KEY_SECRET_ID", key),
+        ],
+        client,
+    )
+    .await;
+
+    assert_eq!(function.run(None).await.unwrap().fetched, 100);
+}
+
+/// Everything the tracing subscriber writes, to search for leaked secrets.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_password_is_fetched_again_and_no_secret_reaches_logs_or_errors() {
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = SecurePostgres::start();
+    let admin = server.admin().await;
+    for statement in [
+        "CREATE ROLE ingest LOGIN PASSWORD 'first-Pa55word'",
+        "CREATE DATABASE prices OWNER ingest",
+    ] {
+        admin.batch_execute(statement).await.unwrap();
+    }
+    let app = spawn_app().await;
+    app.serve(&[fixture("markets-2024-09-05.json")]).await;
+    let client = secrets_manager().await;
+    let secret = |password: &str| {
+        format!(
+            r#"{{"engine":"postgres","host":"localhost","port":{},"dbname":"prices","username":"ingest","password":"{password}"}}"#,
+            server.port
+        )
+    };
+    let secret_id = create_secret(&client, &secret("first-Pa55word")).await;
+    let reads = Arc::new(AtomicUsize::new(0));
+    let function = app_with(
+        &app,
+        &[
+            ("DB_SECRET_ID", secret_id.clone()),
+            ("DB_SSLMODE", "require".into()),
+            ("DB_SSL_ROOT_CERT", server.ca_file.display().to_string()),
+        ],
+        Counting {
+            inner: client.clone(),
+            reads: reads.clone(),
+        },
+    )
+    .await;
+    assert_eq!(function.run(None).await.unwrap().history_inserted, 100);
+
+    // Rotation: a new password in the database and in the secret, and the warm
+    // connection gone (as after an idle timeout), so the cached password is stale.
+    admin
+        .batch_execute("ALTER ROLE ingest PASSWORD 'second-Pa55word'")
+        .await
+        .unwrap();
+    client
+        .put_secret_value()
+        .secret_id(&secret_id)
+        .secret_string(secret("second-Pa55word"))
+        .send()
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'ingest'",
+            &[],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let after_rotation = function
+        .run(None)
+        .await
+        .expect("reconnects with the rotated password");
+    assert_eq!(after_rotation.unchanged, 100);
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        2,
+        "cached once, fetched again on 28P01"
+    );
+
+    // A password the database refuses even after fetching again: a clear error without it.
+    admin
+        .batch_execute("ALTER ROLE ingest PASSWORD 'third-Pa55word'")
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'ingest'",
+            &[],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let error = function.run(None).await.unwrap_err().to_string();
+    assert!(
+        error.contains("28P01") && error.contains("ingest"),
+        "{error}"
+    );
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("fetching the secret again"), "{logs}");
+    for password in ["first-Pa55word", "second-Pa55word", "third-Pa55word"] {
+        assert!(!logs.contains(password), "{password} in the logs");
+        assert!(!error.contains(password), "{password} in the error");
+    }
+}
