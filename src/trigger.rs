@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unrecognised event ({found}): expected an EventBridge scheduled event (its \"id\" is the trigger id), {{\"trigger_id\": \"…\"}} as EventBridge Scheduler sends it, or {{}} for a run without a trigger id")]
+#[error("unrecognised event ({found}): expected an EventBridge scheduled event (its \"id\" is the trigger id), EventBridge Scheduler's input {{\"trigger_id\": \"…\"}} or its default envelope (its scheduled \"time\" is the trigger id), or {{}} for a run without a trigger id")]
 pub struct EventError {
     found: String,
 }
@@ -27,10 +27,16 @@ pub fn trigger_id(event: &Value) -> Result<Option<String>, EventError> {
             )),
         };
     }
-    if fields.contains_key("detail-type") && fields.contains_key("source") {
-        return match fields.get("id") {
+    if let (Some(_), Some(source)) = (fields.get("detail-type"), fields.get("source")) {
+        // Scheduler's execution id changes on every retry; its scheduled time does not.
+        let key = if source == "aws.scheduler" {
+            "time"
+        } else {
+            "id"
+        };
+        return match fields.get(key) {
             Some(Value::String(id)) if !id.is_empty() => Ok(Some(id.clone())),
-            _ => unrecognised("an EventBridge event without a string \"id\"".into()),
+            _ => unrecognised(format!("an EventBridge event without a string \"{key}\"")),
         };
     }
     if fields.is_empty() {
@@ -81,6 +87,20 @@ mod tests {
     }
 
     #[test]
+    fn scheduler_envelope_uses_the_scheduled_time_not_the_execution_id() {
+        let event = json!({
+            "version": "0", "id": "8e0b9d8f-0c3e-4a4e-9c2f-6d3f0b1f2a77",
+            "detail-type": "Scheduled Event", "source": "aws.scheduler",
+            "time": "2026-11-27T15:05:00Z", "detail": "{}",
+            "resources": ["arn:aws:scheduler:eu-west-1:123456789012:schedule/default/coingecko-cdc"]
+        });
+        assert_eq!(
+            trigger_id(&event).unwrap().as_deref(),
+            Some("2026-11-27T15:05:00Z")
+        );
+    }
+
+    #[test]
     fn empty_object_has_no_trigger() {
         assert_eq!(trigger_id(&json!({})).unwrap(), None);
     }
@@ -95,6 +115,7 @@ mod tests {
             json!({"trigger_id": ""}),
             json!({"hello": "world"}),
             json!({"detail-type": "Scheduled Event", "source": "aws.events"}),
+            json!({"detail-type": "Scheduled Event", "source": "aws.scheduler", "id": "x"}),
         ] {
             let err = trigger_id(&event).unwrap_err().to_string();
             assert!(

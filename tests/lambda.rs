@@ -65,6 +65,7 @@ async fn each_event_in_events_runs_once_and_a_redelivery_is_a_duplicate() {
             Some("7bf73129-1428-4cd3-a780-95db273d1602"),
         ),
         ("scheduler-input.json", Some("2026-11-27T15:00:00Z")),
+        ("scheduler-envelope.json", Some("2026-11-27T15:05:00Z")),
         ("manual.json", None),
     ] {
         let summary = handle(&function, event(file)).await.unwrap();
