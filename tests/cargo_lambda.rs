@@ -1,0 +1,228 @@
+//! End to end, the way a user tries the function: `cargo lambda watch` runs it, `cargo lambda invoke`
+//! sends the payloads in `events/`, against a PostgreSQL with TLS and passwords, moto's Secrets
+//! Manager (reached through the standard endpoint variable) and the CoinGecko stub.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+use common::fixture;
+use common::secure_postgres::SecurePostgres;
+use serde_json::Value;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const MOTO_DEFAULT: &str = "http://127.0.0.1:5000";
+
+/// `cargo lambda watch`, killed with its whole process group (it ignores SIGTERM) when dropped.
+struct Watch(Child);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn require_cargo_lambda() {
+    let found = Command::new("cargo")
+        .args(["lambda", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "cargo-lambda is not installed: `pip install cargo-lambda` (see the README, \"Run it as Lambda locally\")"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn invoke(port: u16, event_file: &str) -> Result<Value, String> {
+    let output = tokio::process::Command::new("cargo")
+        .args(["lambda", "invoke", "--data-file", event_file])
+        .args([
+            "--invoke-address",
+            "127.0.0.1",
+            "--invoke-port",
+            &port.to_string(),
+        ])
+        .args(["--output-format", "json"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .await
+        .expect("running cargo lambda invoke");
+    if output.status.success() {
+        Ok(serde_json::from_slice(&output.stdout).expect("the function returns JSON"))
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+async fn wait_until_listening(port: u16, watch: &mut Watch) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Some(status) = watch.0.try_wait().unwrap() {
+            panic!("cargo lambda watch exited early: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cargo lambda watch did not listen on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn terminate_sessions(admin: &tokio_postgres::Client, user: &str) {
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            &[&user],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn watch_and_invoke_run_the_function_warm_and_across_a_secret_rotation() {
+    require_cargo_lambda();
+    let server = SecurePostgres::start();
+    let admin = server.admin().await;
+    for statement in [
+        "CREATE ROLE ingest LOGIN PASSWORD 'before-Rotation1'",
+        "CREATE DATABASE prices OWNER ingest",
+    ] {
+        admin.batch_execute(statement).await.unwrap();
+    }
+    let stub = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/coins/markets"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string(fixture("markets-2024-09-05.json")),
+        )
+        .mount(&stub)
+        .await;
+
+    let moto = std::env::var("MOTO_ENDPOINT").unwrap_or_else(|_| MOTO_DEFAULT.into());
+    let secrets = aws_sdk_secretsmanager::Client::new(
+        &aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(&moto)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
+            .load()
+            .await,
+    );
+    let secret = |password: &str| {
+        format!(
+            r#"{{"engine":"postgres","host":"localhost","port":{},"dbname":"prices","username":"ingest","password":"{password}"}}"#,
+            server.port
+        )
+    };
+    let secret_id = secrets
+        .create_secret()
+        .name(format!("cdc-e2e/{}", uuid::Uuid::now_v7()))
+        .secret_string(secret("before-Rotation1"))
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("moto's Secrets Manager at {moto} (start it as .ci/run does): {e:?}")
+        })
+        .arn
+        .unwrap();
+
+    let port = free_port();
+    let mut watch = Watch(
+        Command::new("cargo")
+            .args(["lambda", "watch", "--bin", "bootstrap", "--ignore-changes"])
+            .args([
+                "--invoke-address",
+                "127.0.0.1",
+                "--invoke-port",
+                &port.to_string(),
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("DB_SECRET_ID", &secret_id)
+            .env("DB_SSLMODE", "require")
+            .env("DB_SSL_ROOT_CERT", &server.ca_file)
+            .env("COINGECKO_BASE_URL", stub.uri())
+            .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", &moto)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("starting cargo lambda watch"),
+    );
+    wait_until_listening(port, &mut watch).await;
+
+    let cold = invoke(port, "events/scheduler-input.json").await.unwrap();
+    assert_eq!(cold["status"], "succeeded", "{cold}");
+    assert_eq!(cold["trigger_id"], "2026-11-27T15:00:00Z");
+    assert_eq!(cold["history_inserted"], 100);
+
+    let redelivered = invoke(port, "events/scheduler-input.json").await.unwrap();
+    assert_eq!(redelivered["status"], "duplicate", "{redelivered}");
+    assert_eq!(redelivered["run_id"], cold["run_id"]);
+
+    admin
+        .batch_execute("ALTER ROLE ingest PASSWORD 'after-Rotation2'")
+        .await
+        .unwrap();
+    secrets
+        .put_secret_value()
+        .secret_id(&secret_id)
+        .secret_string(secret("after-Rotation2"))
+        .send()
+        .await
+        .unwrap();
+    terminate_sessions(&admin, "ingest").await;
+
+    let rotated = invoke(port, "events/scheduler-envelope.json")
+        .await
+        .unwrap();
+    assert_eq!(rotated["status"], "succeeded", "{rotated}");
+    assert_eq!(rotated["unchanged"], 100);
+
+    let bad = invoke(port, "Cargo.toml").await.unwrap_err();
+    assert!(bad.contains("expected") || bad.contains("JSON"), "{bad}");
+
+    let prices = common::connect(&server.url(
+        "postgres",
+        common::secure_postgres::SUPERUSER_PASSWORD,
+        "prices",
+    ))
+    .await;
+    let runs: Vec<String> = prices
+        .query("SELECT status FROM ingest_runs ORDER BY started_at", &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(runs, ["succeeded", "succeeded"]);
+    let history: i64 = prices
+        .query_one("SELECT count(*) FROM price_history", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(history, 100);
+}
