@@ -183,7 +183,7 @@ async fn main() {
         ms(median(samples.iter().map(|s| s.cold_start).collect()))
     );
     println!(
-        "cold invocation (connect, migrate, fetch, apply 100 new coins): {}",
+        "cold invocation (connect, check migrations, fetch, apply 100 new coins): {}",
         ms(median(samples.iter().map(|s| s.cold_invocation).collect()))
     );
     println!(

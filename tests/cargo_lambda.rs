@@ -17,14 +17,16 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const MOTO_DEFAULT: &str = "http://127.0.0.1:5000";
 
-/// `cargo lambda watch`, killed with its whole process group (it ignores SIGTERM) when dropped.
+/// `cargo lambda watch`, killed when dropped (it ignores SIGTERM); the function it started
+/// then loses its Runtime API and exits by itself.
 struct Watch(Child);
 
 impl Drop for Watch {
     fn drop(&mut self) {
         let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.0.id())])
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
             .status();
+        let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }

@@ -570,3 +570,30 @@ async fn processes_starting_at_once_migrate_safely() {
         .count() as i64;
     assert_eq!(applied, shipped);
 }
+
+#[tokio::test]
+async fn a_move_with_an_unchanged_last_updated_is_recorded_once_the_timestamp_moves_on() {
+    let app = spawn_app().await;
+    app.serve(&[page(&[coin("a", "100", "2026-11-27T15:00:00.000Z")])])
+        .await;
+    app.run().await;
+    app.serve(&[page(&[coin("a", "102", "2026-11-27T15:00:00.000Z")])])
+        .await;
+
+    let same_timestamp = app.run().await;
+
+    assert_eq!(
+        same_timestamp.history_inserted, 0,
+        "the history key is taken"
+    );
+    assert_eq!(app.history("a").await, ["100"]);
+    assert_eq!(app.current("a", "price").await.as_deref(), Some("102"));
+    assert_eq!(
+        app.current("a", "recorded_price").await.as_deref(),
+        Some("100")
+    );
+    app.serve(&[page(&[coin("a", "102", "2026-11-27T15:01:00.000Z")])])
+        .await;
+    app.run().await;
+    assert_eq!(app.history("a").await, ["100", "102"]);
+}
