@@ -47,6 +47,11 @@ impl<T> During<T> for Result<T, tokio_postgres::Error> {
                     if let Some(hint) = db.hint() {
                         text.push_str(&format!("; hint: {hint}"));
                     }
+                    if db.code() == &tokio_postgres::error::SqlState::UNDEFINED_TABLE {
+                        text.push_str(
+                            "; the schema is missing: run `coingecko-cdc migrate` or leave AUTO_MIGRATE on",
+                        );
+                    }
                     text
                 }
                 None => error_chain(&e),

@@ -153,6 +153,28 @@ async fn a_failed_run_exits_non_zero_with_a_one_line_cause() {
 }
 
 #[tokio::test]
+async fn without_auto_migrate_an_unmigrated_database_says_to_migrate() {
+    let mut app = spawn_app().await;
+    let empty = common::fresh_database().await;
+    app.set("DATABASE_URL", &empty);
+    app.serve(&[fixture("markets-2024-09-05.json")]).await;
+
+    let refused = cli(&app, &["run"], &[("AUTO_MIGRATE", "false")]).await;
+    let migrated = cli(&app, &["migrate"], &[]).await;
+    let ran = cli(&app, &["run"], &[("AUTO_MIGRATE", "false")]).await;
+
+    assert_eq!(refused.status.code(), Some(1));
+    let error = last_stderr_line(&refused);
+    assert!(
+        error.contains("42P01") && error.contains("coingecko-cdc migrate"),
+        "{error}"
+    );
+    assert!(migrated.status.success(), "{}", last_stderr_line(&migrated));
+    assert!(ran.status.success(), "{}", last_stderr_line(&ran));
+    assert_eq!(stdout_json(&ran)["history_inserted"], 100);
+}
+
+#[tokio::test]
 async fn migrate_applies_the_migrations_and_a_missing_database_url_is_named() {
     let app = spawn_app().await;
     let output = cli(&app, &["migrate"], &[]).await;
