@@ -8,14 +8,12 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use common::fixture;
-use common::secure_postgres::SecurePostgres;
+use common::moto;
+use common::secure_postgres::{SecurePostgres, SUPERUSER_PASSWORD};
 use serde_json::Value;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-const MOTO_DEFAULT: &str = "http://127.0.0.1:5000";
 
 /// `cargo lambda watch`, killed when dropped (it ignores SIGTERM); the function it started
 /// then loses its Runtime API and exits by itself.
@@ -92,27 +90,11 @@ async fn wait_until_listening(port: u16, watch: &mut Watch) {
     }
 }
 
-async fn terminate_sessions(admin: &tokio_postgres::Client, user: &str) {
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-            &[&user],
-        )
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn watch_and_invoke_run_the_function_warm_and_across_a_secret_rotation() {
     require_cargo_lambda();
     let server = SecurePostgres::start();
-    let admin = server.admin().await;
-    for statement in [
-        "CREATE ROLE ingest LOGIN PASSWORD 'before-Rotation1'",
-        "CREATE DATABASE prices OWNER ingest",
-    ] {
-        admin.batch_execute(statement).await.unwrap();
-    }
+    server.create_owner("ingest", "before-Rotation1").await;
     let stub = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/coins/markets"))
@@ -122,32 +104,9 @@ async fn watch_and_invoke_run_the_function_warm_and_across_a_secret_rotation() {
         .mount(&stub)
         .await;
 
-    let moto = std::env::var("MOTO_ENDPOINT").unwrap_or_else(|_| MOTO_DEFAULT.into());
-    let secrets = aws_sdk_secretsmanager::Client::new(
-        &aws_config::defaults(BehaviorVersion::latest())
-            .endpoint_url(&moto)
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
-            .load()
-            .await,
-    );
-    let secret = |password: &str| {
-        format!(
-            r#"{{"engine":"postgres","host":"localhost","port":{},"dbname":"prices","username":"ingest","password":"{password}"}}"#,
-            server.port
-        )
-    };
-    let secret_id = secrets
-        .create_secret()
-        .name(format!("cdc-e2e/{}", uuid::Uuid::now_v7()))
-        .secret_string(secret("before-Rotation1"))
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("moto's Secrets Manager at {moto} (start it as .ci/run does): {e:?}")
-        })
-        .arn
-        .unwrap();
+    let secrets = moto::secrets_manager().await;
+    let secret_id =
+        moto::create_secret(&secrets, &server.secret("ingest", "before-Rotation1")).await;
 
     let port = free_port();
     let mut watch = Watch(
@@ -164,7 +123,7 @@ async fn watch_and_invoke_run_the_function_warm_and_across_a_secret_rotation() {
             .env("DB_SSLMODE", "require")
             .env("DB_SSL_ROOT_CERT", &server.ca_file)
             .env("COINGECKO_BASE_URL", stub.uri())
-            .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", &moto)
+            .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto::endpoint())
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -185,18 +144,14 @@ async fn watch_and_invoke_run_the_function_warm_and_across_a_secret_rotation() {
     assert_eq!(redelivered["status"], "duplicate", "{redelivered}");
     assert_eq!(redelivered["run_id"], cold["run_id"]);
 
-    admin
-        .batch_execute("ALTER ROLE ingest PASSWORD 'after-Rotation2'")
-        .await
-        .unwrap();
-    secrets
-        .put_secret_value()
-        .secret_id(&secret_id)
-        .secret_string(secret("after-Rotation2"))
-        .send()
-        .await
-        .unwrap();
-    terminate_sessions(&admin, "ingest").await;
+    server.set_password("ingest", "after-Rotation2").await;
+    moto::put_secret(
+        &secrets,
+        &secret_id,
+        &server.secret("ingest", "after-Rotation2"),
+    )
+    .await;
+    server.disconnect("ingest").await;
 
     let rotated = invoke(port, "events/scheduler-envelope.json")
         .await
@@ -207,12 +162,7 @@ async fn watch_and_invoke_run_the_function_warm_and_across_a_secret_rotation() {
     let bad = invoke(port, "Cargo.toml").await.unwrap_err();
     assert!(bad.contains("expected") || bad.contains("JSON"), "{bad}");
 
-    let prices = common::connect(&server.url(
-        "postgres",
-        common::secure_postgres::SUPERUSER_PASSWORD,
-        "prices",
-    ))
-    .await;
+    let prices = common::connect(&server.url("postgres", SUPERUSER_PASSWORD, "ingest")).await;
     let runs: Vec<String> = prices
         .query("SELECT status FROM ingest_runs ORDER BY started_at", &[])
         .await

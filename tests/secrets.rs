@@ -7,44 +7,14 @@ use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use coingecko_cdc::app::App;
 use coingecko_cdc::config::Config;
 use coingecko_cdc::secrets::{SecretError, SecretSource};
+use common::moto::{create_secret, put_secret, secrets_manager};
 use common::secure_postgres::SecurePostgres;
 use common::{fixture, spawn_app, TestApp};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, ResponseTemplate};
-
-/// moto's Secrets Manager: `MOTO_ENDPOINT`, else the server `.ci/run` starts.
-async fn secrets_manager() -> aws_sdk_secretsmanager::Client {
-    let endpoint =
-        std::env::var("MOTO_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
-    let address = endpoint.trim_start_matches("http://").to_string();
-    if tokio::net::TcpStream::connect(&address).await.is_err() {
-        panic!("moto's server is not reachable at {endpoint}: start it with `moto_server -H 127.0.0.1 -p 5000` (pip install 'moto[server]') or set MOTO_ENDPOINT");
-    }
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
-        .load()
-        .await;
-    aws_sdk_secretsmanager::Client::new(&config)
-}
-
-/// A new secret with a unique name; returns its ARN.
-async fn create_secret(client: &aws_sdk_secretsmanager::Client, value: &str) -> String {
-    client
-        .create_secret()
-        .name(format!("cdc-test/{}", uuid::Uuid::now_v7()))
-        .secret_string(value)
-        .send()
-        .await
-        .expect("creating a secret in moto")
-        .arn
-        .unwrap()
-}
 
 /// Counts how often the secret source is read.
 struct Counting {
@@ -186,23 +156,11 @@ async fn a_rotated_password_is_fetched_again_and_no_secret_reaches_logs_or_error
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let server = SecurePostgres::start();
-    let admin = server.admin().await;
-    for statement in [
-        "CREATE ROLE ingest LOGIN PASSWORD 'first-Pa55word'",
-        "CREATE DATABASE prices OWNER ingest",
-    ] {
-        admin.batch_execute(statement).await.unwrap();
-    }
+    server.create_owner("ingest", "first-Pa55word").await;
     let app = spawn_app().await;
     app.serve(&[fixture("markets-2024-09-05.json")]).await;
     let client = secrets_manager().await;
-    let secret = |password: &str| {
-        format!(
-            r#"{{"engine":"postgres","host":"localhost","port":{},"dbname":"prices","username":"ingest","password":"{password}"}}"#,
-            server.port
-        )
-    };
-    let secret_id = create_secret(&client, &secret("first-Pa55word")).await;
+    let secret_id = create_secret(&client, &server.secret("ingest", "first-Pa55word")).await;
     let reads = Arc::new(AtomicUsize::new(0));
     let function = app_with(
         &app,
@@ -221,25 +179,14 @@ async fn a_rotated_password_is_fetched_again_and_no_secret_reaches_logs_or_error
 
     // Rotation: a new password in the database and in the secret, and the warm
     // connection gone (as after an idle timeout), so the cached password is stale.
-    admin
-        .batch_execute("ALTER ROLE ingest PASSWORD 'second-Pa55word'")
-        .await
-        .unwrap();
-    client
-        .put_secret_value()
-        .secret_id(&secret_id)
-        .secret_string(secret("second-Pa55word"))
-        .send()
-        .await
-        .unwrap();
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'ingest'",
-            &[],
-        )
-        .await
-        .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    server.set_password("ingest", "second-Pa55word").await;
+    put_secret(
+        &client,
+        &secret_id,
+        &server.secret("ingest", "second-Pa55word"),
+    )
+    .await;
+    server.disconnect("ingest").await;
 
     let after_rotation = function
         .run(None)
@@ -253,18 +200,8 @@ async fn a_rotated_password_is_fetched_again_and_no_secret_reaches_logs_or_error
     );
 
     // A password the database refuses even after fetching again: a clear error without it.
-    admin
-        .batch_execute("ALTER ROLE ingest PASSWORD 'third-Pa55word'")
-        .await
-        .unwrap();
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'ingest'",
-            &[],
-        )
-        .await
-        .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    server.set_password("ingest", "third-Pa55word").await;
+    server.disconnect("ingest").await;
     let error = function.run(None).await.unwrap_err().to_string();
     assert!(
         error.contains("28P01") && error.contains("ingest"),

@@ -94,6 +94,55 @@ impl SecurePostgres {
     pub async fn admin(&self) -> tokio_postgres::Client {
         super::connect(&self.url("postgres", SUPERUSER_PASSWORD, "postgres")).await
     }
+
+    /// A login role owning a database of the same name.
+    pub async fn create_owner(&self, role: &str, password: &str) {
+        let admin = self.admin().await;
+        admin
+            .batch_execute(&format!("CREATE ROLE {role} LOGIN"))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {role} OWNER {role}"))
+            .await
+            .unwrap();
+        self.set_password(role, password).await;
+    }
+
+    pub async fn set_password(&self, role: &str, password: &str) {
+        let admin = self.admin().await;
+        // ALTER ROLE takes no parameters: let the server quote the values.
+        let statement: String = admin
+            .query_one(
+                "SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)",
+                &[&role, &password],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        admin.batch_execute(&statement).await.unwrap();
+    }
+
+    /// Ends every session of `role`, as an idle timeout or a failover would.
+    pub async fn disconnect(&self, role: &str) {
+        self.admin()
+            .await
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                &[&role],
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    /// A "credentials for RDS" secret for `role` on this server.
+    pub fn secret(&self, role: &str, password: &str) -> String {
+        format!(
+            r#"{{"engine":"postgres","host":"localhost","port":{},"dbname":"{role}","username":"{role}","password":"{password}"}}"#,
+            self.port
+        )
+    }
 }
 
 impl Drop for SecurePostgres {
