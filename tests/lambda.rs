@@ -95,6 +95,31 @@ async fn an_unrecognised_event_is_a_function_error_that_says_what_was_expected()
 }
 
 #[tokio::test]
+async fn a_failed_run_is_a_function_error_named_after_its_cause() {
+    let app = spawn_app().await;
+    app.serve(&["<html>502 Bad Gateway</html>".into()]).await;
+    let function = function(
+        &app,
+        &[("COINGECKO_MAX_ATTEMPTS", "1")],
+        MemorySecrets::default(),
+    )
+    .await;
+
+    let diagnostic: Diagnostic = handle(&function, event("manual.json"))
+        .await
+        .unwrap_err()
+        .into();
+
+    assert_eq!(diagnostic.error_type, "CoinGeckoFailed");
+    assert!(
+        diagnostic.error_message.contains("CoinGecko page 1"),
+        "{}",
+        diagnostic.error_message
+    );
+    assert_eq!(app.count("price_history").await, 0);
+}
+
+#[tokio::test]
 async fn credentials_come_from_the_secret_once_and_the_connection_stays_warm() {
     let app = spawn_app().await;
     app.serve(&[fixture("markets-2024-09-05.json")]).await;
