@@ -1,8 +1,9 @@
 //! Cold start, cold and warm invocation times and peak memory of the release `bootstrap`.
 //!
 //! `cargo bench --bench lambda_startup` runs the real binary behind a local stand-in for the
-//! Lambda Runtime API, against the local PostgreSQL (a fresh database per sample) and a local
-//! CoinGecko stub serving a recorded answer (100 coins). Network to AWS is excluded by design.
+//! Lambda Runtime API, as deployed: credentials from Secrets Manager (moto's server, as in the
+//! tests), the local PostgreSQL (a fresh database per sample) and a local CoinGecko stub serving
+//! a recorded answer (100 coins). The network to AWS and CoinGecko is excluded by design.
 //! `SAMPLES` (default 5) processes are started; each serves one cold and `WARM` (default 5) warm
 //! invocations. Medians are printed.
 
@@ -65,6 +66,12 @@ async fn sample(binary: &str, warm: usize) -> Sample {
     let app = common::spawn_app().await;
     app.serve(&[common::fixture("markets-2024-09-05.json")])
         .await;
+    let dbname = app.database_url.rsplit('/').next().unwrap().to_string();
+    let secrets = common::moto::secrets_manager().await;
+    let credentials = format!(
+        r#"{{"username":"postgres","password":"trust-auth","host":"127.0.0.1","port":5432,"dbname":"{dbname}"}}"#
+    );
+    let secret_id = common::moto::create_secret(&secrets, &credentials).await;
     let runtime = MockServer::start().await;
     let api = Arc::new(RuntimeApi {
         events: warm + 1,
@@ -92,8 +99,12 @@ async fn sample(binary: &str, warm: usize) -> Sample {
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-        .env("AWS_REGION", "eu-west-1")
-        .env("DATABASE_URL", &app.database_url)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", common::moto::endpoint())
+        .env("DB_SECRET_ID", &secret_id)
+        .env("DB_SSLMODE", "disable")
         .env("COINGECKO_BASE_URL", app.coingecko.uri())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -183,7 +194,7 @@ async fn main() {
         ms(median(samples.iter().map(|s| s.cold_start).collect()))
     );
     println!(
-        "cold invocation (connect, check migrations, fetch, apply 100 new coins): {}",
+        "cold invocation (read the secret, connect, check migrations, fetch, apply 100 new coins): {}",
         ms(median(samples.iter().map(|s| s.cold_invocation).collect()))
     );
     println!(

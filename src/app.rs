@@ -47,6 +47,11 @@ impl<S: SecretSource> App<S> {
         })
     }
 
+    /// The ingest, to adjust how it reports before the first run.
+    pub fn ingest_mut(&mut self) -> &mut Ingest {
+        &mut self.ingest
+    }
+
     /// One run on the warm connection, reconnecting first if it has closed.
     pub async fn run(&self, trigger_id: Option<String>) -> Result<Summary, AppError> {
         let mut guard = self.store.lock().await;
@@ -60,6 +65,11 @@ impl<S: SecretSource> App<S> {
             *migrated = true;
         }
         Ok(self.ingest.run(store, trigger_id).await?)
+    }
+
+    /// A connection of its own, for reading (status, charts).
+    pub async fn connect(&self) -> Result<Store, ConnectError> {
+        self.database.connect().await
     }
 
     /// Applies the migrations, whatever `AUTO_MIGRATE` says.

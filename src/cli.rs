@@ -1,15 +1,20 @@
 //! The command line: the same run as the Lambda, for local runs, cron and Airflow.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context};
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::App;
+use crate::chart::{self, ChartRequest};
+use crate::coingecko::FetchProgress;
 use crate::config::Config;
-use crate::{secrets, trigger};
+use crate::{secrets, status, trigger};
 
 #[derive(Parser)]
 #[command(name = "coingecko-cdc", version, about, long_about = None)]
@@ -28,6 +33,50 @@ enum Command {
     },
     /// Apply the database migrations and exit.
     Migrate,
+    /// Show the last runs; the exit code says whether the ingest is healthy (0), its last run
+    /// failed (2), or no run succeeded within --max-age (3).
+    Status {
+        /// How many runs to show.
+        #[arg(long, default_value_t = 10)]
+        limit: i64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Unhealthy when the last successful run is older than this (e.g. 15m, 2h, 1d).
+        #[arg(long, value_name = "DURATION")]
+        max_age: Option<humantime::Duration>,
+    },
+    /// Draw price_history as a step line to PNG or SVG.
+    Chart(ChartArgs),
+}
+
+#[derive(Args)]
+struct ChartArgs {
+    /// Coin ids, comma-separated (e.g. bitcoin,ethereum).
+    #[arg(long, value_delimiter = ',', required = true)]
+    coin: Vec<String>,
+    /// Rescale each coin to 100 at the start of the window, to compare coins.
+    #[arg(long)]
+    normalise: bool,
+    /// The window: this long up to now (e.g. 30d, 12h).
+    #[arg(long, value_name = "DURATION", conflicts_with = "from")]
+    since: Option<humantime::Duration>,
+    /// Start of the window: a date (2026-11-01) or an RFC 3339 time. Default: the first recorded price.
+    #[arg(long, value_parser = parse_time)]
+    from: Option<DateTime<Utc>>,
+    /// End of the window, like --from. Default: now.
+    #[arg(long, value_parser = parse_time)]
+    to: Option<DateTime<Utc>>,
+    /// Quote currency. Default: VS_CURRENCY, else usd.
+    #[arg(long)]
+    vs_currency: Option<String>,
+    /// The picture: its extension, .png or .svg, picks the format.
+    #[arg(long, default_value = "chart.png")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1200)]
+    width: u32,
+    #[arg(long, default_value_t = 600)]
+    height: u32,
 }
 
 pub async fn main() -> ExitCode {
@@ -39,7 +88,7 @@ pub async fn main() -> ExitCode {
         )
         .init();
     match execute(cli.command).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -47,21 +96,152 @@ pub async fn main() -> ExitCode {
     }
 }
 
-async fn execute(command: Command) -> anyhow::Result<()> {
+async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     let config = Config::from_env()?;
+    let vs_currency = config.coingecko.vs_currency.clone();
     let trigger_id = match &command {
         Command::Run { event: Some(path) } => read_trigger_id(path)?,
         _ => None,
     };
-    let app = App::new(config, secrets::secrets_manager().await).await?;
+    let mut app = App::new(config, secrets::SecretsManager::default()).await?;
+    if std::io::stderr().is_terminal() {
+        let pages = app.ingest_mut().expected_pages();
+        app.ingest_mut()
+            .report_progress_to(Box::new(TerminalProgress::new(pages)));
+    }
     match command {
         Command::Migrate => app.migrate().await?,
         Command::Run { .. } => {
             let summary = app.run(trigger_id).await?;
             println!("{}", serde_json::to_string(&summary)?);
         }
+        Command::Status {
+            limit,
+            json,
+            max_age,
+        } => {
+            let store = app.connect().await?;
+            let runs = store.recent_runs(limit).await?;
+            let last_success = store.last_success().await?;
+            let health = status::health(&runs, last_success, Utc::now(), max_age.map(Into::into));
+            if json {
+                let report = serde_json::json!({
+                    "health": health,
+                    "last_success_at": last_success,
+                    "runs": runs,
+                });
+                println!("{report}");
+            } else {
+                println!("{}", status::table(&runs));
+                println!(
+                    "health: {}",
+                    serde_json::to_value(health)?.as_str().unwrap_or_default()
+                );
+            }
+            return Ok(ExitCode::from(health.exit_code()));
+        }
+        Command::Chart(args) => draw_chart(&app, args, vs_currency).await?,
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn draw_chart<S: secrets::SecretSource>(
+    app: &App<S>,
+    args: ChartArgs,
+    default_vs: String,
+) -> anyhow::Result<()> {
+    let vs_currency = args.vs_currency.unwrap_or(default_vs).to_ascii_lowercase();
+    let to = args.to.unwrap_or_else(Utc::now);
+    let from = match (args.since, args.from) {
+        (Some(since), _) => to - chrono::Duration::from_std(since.into())?,
+        (None, Some(from)) => from,
+        (None, None) => DateTime::UNIX_EPOCH,
+    };
+    if from >= to {
+        bail!("the window is empty: --from {from} is not before --to {to}");
+    }
+    let store = app.connect().await?;
+    let known = store.known_coins(&vs_currency, &args.coin).await?;
+    if let Some(unknown) = args.coin.iter().find(|c| !known.contains(c)) {
+        bail!("unknown coin {unknown:?} in {vs_currency}: it was never ingested (check --coin and --vs-currency)");
+    }
+    let series = store
+        .price_steps(&vs_currency, &args.coin, from, to)
+        .await?;
+    if let Some(empty) = series.iter().find(|s| s.points.is_empty()) {
+        bail!(
+            "no price of {} between {} and {}: widen the window (--since, --from, --to)",
+            empty.coin_id,
+            from.format("%Y-%m-%d %H:%M"),
+            to.format("%Y-%m-%d %H:%M")
+        );
+    }
+    let from = series
+        .iter()
+        .filter_map(|s| s.points.first().map(|p| p.0))
+        .min()
+        .map_or(from, |first| first.max(from));
+    let (series, y_label) = if args.normalise {
+        (
+            chart::normalise(&series),
+            "index (start of the window = 100)".to_string(),
+        )
+    } else {
+        (series, format!("price ({vs_currency})"))
+    };
+    let request = ChartRequest {
+        title: format!("{} in {vs_currency}", args.coin.join(", ")),
+        y_label,
+        series: &series,
+        from,
+        to,
+        width: args.width,
+        height: args.height,
+    };
+    chart::render(&request, &args.out)?;
+    eprintln!("wrote {}", args.out.display());
     Ok(())
+}
+
+/// A progress bar on stderr, for a person watching a multi-page fetch.
+struct TerminalProgress(ProgressBar);
+
+impl TerminalProgress {
+    fn new(pages: u64) -> Self {
+        let bar = ProgressBar::new(pages);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "fetching CoinGecko {bar:30} page {pos}/{len} · {msg} coins",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Self(bar)
+    }
+}
+
+impl FetchProgress for TerminalProgress {
+    fn page_fetched(&self, page: u32, coins: usize) {
+        self.0.set_position(page.into());
+        self.0.set_message(coins.to_string());
+    }
+
+    fn finished(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// A date (midnight UTC) or an RFC 3339 time.
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map(|day| day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+        .map_err(|_| {
+            format!(
+                "{text:?} is not a date (2026-11-01) or an RFC 3339 time (2026-11-01T15:00:00Z)"
+            )
+        })
 }
 
 fn read_trigger_id(path: &Path) -> anyhow::Result<Option<String>> {

@@ -57,6 +57,21 @@ pub struct Fetched {
     pub pages: Vec<RawPage>,
 }
 
+/// Told of each page as it arrives: a progress bar on a terminal, log lines elsewhere.
+pub trait FetchProgress: Send + Sync {
+    fn page_fetched(&self, page: u32, coins: usize);
+    fn finished(&self) {}
+}
+
+/// One log line per page: for logs that are read later (CloudWatch, cron mail).
+pub struct LogProgress;
+
+impl FetchProgress for LogProgress {
+    fn page_fetched(&self, page: u32, coins: usize) {
+        tracing::info!(page, coins, "page fetched");
+    }
+}
+
 /// Why one attempt at a page failed, and whether another attempt may help.
 enum AttemptError {
     RateLimited {
@@ -97,8 +112,17 @@ impl CoinGeckoClient {
         &self.config.vs_currency
     }
 
+    /// How many pages the selection should take, if CoinGecko has that many coins.
+    pub fn expected_pages(&self) -> u64 {
+        let coins = match &self.config.selection {
+            CoinSelection::Top(n) => *n,
+            CoinSelection::Ids(ids) => ids.len(),
+        };
+        coins.div_ceil(PER_PAGE) as u64
+    }
+
     /// Fetches pages until the selection is complete or a page comes back short.
-    pub async fn fetch(&self) -> Result<Fetched, FetchError> {
+    pub async fn fetch(&self, progress: &dyn FetchProgress) -> Result<Fetched, FetchError> {
         let deadline = Instant::now() + self.config.fetch_budget;
         let limit = match &self.config.selection {
             CoinSelection::Top(n) => Some(*n),
@@ -115,11 +139,12 @@ impl CoinGeckoClient {
                 body,
                 fetched_at: Utc::now(),
             });
-            tracing::debug!(page = number, coins = market.len(), "page fetched");
+            progress.page_fetched(number, market.len());
             if short || market.is_full() {
                 break;
             }
         }
+        progress.finished();
         Ok(Fetched { market, pages })
     }
 

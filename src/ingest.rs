@@ -4,7 +4,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::cdc;
-use crate::coingecko::{CoinGeckoClient, FetchError, Fetched};
+use crate::coingecko::{CoinGeckoClient, FetchError, FetchProgress, Fetched, LogProgress};
 use crate::config::{CoinGeckoConfig, IngestConfig};
 use crate::market::{Market, Quote};
 use crate::store::{Store, StoreError};
@@ -22,6 +22,7 @@ pub enum RunError {
 pub struct Ingest {
     coingecko: CoinGeckoClient,
     settings: IngestConfig,
+    progress: Box<dyn FetchProgress>,
 }
 
 impl Ingest {
@@ -29,7 +30,18 @@ impl Ingest {
         Ok(Self {
             coingecko: CoinGeckoClient::new(coingecko)?,
             settings,
+            progress: Box::new(LogProgress),
         })
+    }
+
+    /// Reports the fetch's pages to `progress` instead of the log.
+    pub fn report_progress_to(&mut self, progress: Box<dyn FetchProgress>) {
+        self.progress = progress;
+    }
+
+    /// How many pages a run should fetch.
+    pub fn expected_pages(&self) -> u64 {
+        self.coingecko.expected_pages()
     }
 
     /// One run. A failed run writes nothing to the price tables and is recorded as failed.
@@ -72,7 +84,7 @@ impl Ingest {
         trigger_id: Option<String>,
         started: Instant,
     ) -> Result<Summary, RunError> {
-        let Fetched { market, pages } = self.coingecko.fetch().await?;
+        let Fetched { market, pages } = self.coingecko.fetch(self.progress.as_ref()).await?;
         log_problems(&market);
         let vs_currency = self.coingecko.vs_currency();
         let quotes: Vec<&Quote> = market.quotes().collect();

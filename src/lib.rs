@@ -1,12 +1,13 @@
 //! coingecko-cdc: CoinGecko market data into PostgreSQL with exact, idempotent
 //! price-based change data capture.
 //!
-//! The pure core ([`market`], [`cdc`], [`summary`], [`trigger`]) does no I/O; the edges
-//! ([`coingecko`], [`store`], [`database`], [`secrets`], [`lambda`], [`cli`]) do;
+//! The pure core ([`market`], [`cdc`], [`summary`], [`trigger`], [`status`]) does no I/O; the
+//! edges ([`coingecko`], [`store`], [`database`], [`secrets`], [`lambda`], [`cli`], [`chart`]) do;
 //! [`ingest`] ties one run together and [`app`] holds what runs share.
 
 pub mod app;
 pub mod cdc;
+pub mod chart;
 pub mod cli;
 pub mod coingecko;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod ingest;
 pub mod lambda;
 pub mod market;
 pub mod secrets;
+pub mod status;
 pub mod store;
 pub mod summary;
 pub mod trigger;

@@ -44,11 +44,26 @@ impl SecretSource for aws_sdk_secretsmanager::Client {
     }
 }
 
-/// A Secrets Manager client from the standard AWS configuration (region, credentials,
-/// and `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_SECRETS_MANAGER` overrides). No request is sent yet.
-pub async fn secrets_manager() -> aws_sdk_secretsmanager::Client {
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    aws_sdk_secretsmanager::Client::new(&config)
+/// Secrets Manager, configured the standard AWS way (region, credentials, and the
+/// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_SECRETS_MANAGER` overrides) when a secret is first
+/// read: a run that reads none never loads the AWS configuration, which may look for a region
+/// on the network.
+#[derive(Default)]
+pub struct SecretsManager {
+    client: tokio::sync::OnceCell<aws_sdk_secretsmanager::Client>,
+}
+
+impl SecretSource for SecretsManager {
+    async fn secret_string(&self, secret_id: &str) -> Result<String, SecretError> {
+        let client = self
+            .client
+            .get_or_init(|| async {
+                let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                aws_sdk_secretsmanager::Client::new(&config)
+            })
+            .await;
+        client.secret_string(secret_id).await
+    }
 }
 
 /// Database credentials from either secret shape: the RDS-managed master secret

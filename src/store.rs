@@ -11,9 +11,13 @@ use tokio_postgres::types::Json;
 use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
 
+use chrono::{DateTime, Utc};
+
+use crate::chart::Series;
 use crate::coingecko::RawPage;
 use crate::config::{DbTls, SslMode};
 use crate::market::Quote;
+use crate::status::RunRecord;
 use crate::summary::Summary;
 
 mod embedded {
@@ -224,6 +228,90 @@ impl Store {
         Ok(())
     }
 
+    /// The most recent runs, newest first.
+    pub async fn recent_runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT run_id::text, trigger_id, started_at, finished_at, status, summary, error
+                 FROM ingest_runs ORDER BY started_at DESC LIMIT $1",
+                &[&limit],
+            )
+            .await
+            .during("reading ingest_runs")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RunRecord {
+                run_id: r.get(0),
+                trigger_id: r.get(1),
+                started_at: r.get(2),
+                finished_at: r.get(3),
+                status: r.get(4),
+                summary: r.get(5),
+                error: r.get(6),
+            })
+            .collect())
+    }
+
+    pub async fn last_success(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT max(finished_at) FROM ingest_runs WHERE status = 'succeeded'",
+                &[],
+            )
+            .await
+            .during("reading ingest_runs")?;
+        Ok(row.get(0))
+    }
+
+    /// Which of `coin_ids` have ever been ingested in `vs_currency`.
+    pub async fn known_coins(
+        &self,
+        vs_currency: &str,
+        coin_ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT coin_id FROM current_prices WHERE vs_currency = $1 AND coin_id = ANY($2)",
+                &[&vs_currency, &coin_ids],
+            )
+            .await
+            .during("looking up the coins")?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Each coin's price in effect when the window opens, its recorded changes inside the
+    /// window, and its current price when that falls inside the window; in `coin_ids` order.
+    pub async fn price_steps(
+        &self,
+        vs_currency: &str,
+        coin_ids: &[String],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Series>, StoreError> {
+        let rows = self
+            .client
+            .query(PRICE_STEPS, &[&vs_currency, &coin_ids, &from, &to])
+            .await
+            .during("reading price_history")?;
+        let mut series: Vec<Series> = coin_ids
+            .iter()
+            .map(|id| Series {
+                coin_id: id.clone(),
+                points: Vec::new(),
+            })
+            .collect();
+        for row in rows {
+            let coin_id: String = row.get(0);
+            if let Some(s) = series.iter_mut().find(|s| s.coin_id == coin_id) {
+                s.points.push((row.get(1), row.get(2)));
+            }
+        }
+        Ok(series)
+    }
+
     /// Opens the transaction that applies a run, once no other run is applying.
     pub async fn begin_apply(&mut self) -> Result<Apply<'_>, StoreError> {
         let tx = self
@@ -377,6 +465,25 @@ impl Apply<'_> {
         self.tx.commit().await.during("committing the run")
     }
 }
+
+const PRICE_STEPS: &str = "
+WITH wanted AS (SELECT unnest($2::text[]) AS coin_id)
+SELECT coin_id, at, price FROM (
+    (SELECT DISTINCT ON (h.coin_id) h.coin_id, $3::timestamptz AS at, h.price
+     FROM price_history h JOIN wanted USING (coin_id)
+     WHERE h.vs_currency = $1 AND h.source_updated_at <= $3
+     ORDER BY h.coin_id, h.source_updated_at DESC)
+    UNION ALL
+    SELECT h.coin_id, h.source_updated_at, h.price
+    FROM price_history h JOIN wanted USING (coin_id)
+    WHERE h.vs_currency = $1 AND h.source_updated_at > $3 AND h.source_updated_at <= $4
+    UNION ALL
+    -- The latest fetched price, which may have moved less than the threshold since the last change.
+    SELECT c.coin_id, c.source_updated_at, c.price
+    FROM current_prices c JOIN wanted USING (coin_id)
+    WHERE c.vs_currency = $1 AND c.source_updated_at > $3 AND c.source_updated_at <= $4
+) steps
+ORDER BY coin_id, at";
 
 /// `history` appends the recordable quotes (a repeated `source_updated_at` adds nothing);
 /// `upserted` moves the CDC reference only for coins whose history row was really written.

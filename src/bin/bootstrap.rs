@@ -7,7 +7,7 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let app = App::new(Config::from_env()?, secrets::secrets_manager().await).await?;
+    let app = App::new(Config::from_env()?, secrets::SecretsManager::default()).await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         lambda::handle(&app, event)
     }))

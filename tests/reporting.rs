@@ -1,0 +1,264 @@
+//! What a person sees: `coingecko-cdc chart` and `status` on a database filled by real
+//! ingests, and the fetch's progress on a terminal.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{fixture, spawn_app, TestApp};
+
+async fn cli(app: &TestApp, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_coingecko-cdc"))
+        .args(args)
+        .env_clear()
+        .envs(app.env())
+        .output()
+        .await
+        .expect("starting coingecko-cdc")
+}
+
+fn last_stderr_line(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Two real recorded days, three days apart.
+async fn two_days() -> TestApp {
+    let app = spawn_app().await;
+    for day in ["markets-2024-09-05.json", "markets-2024-09-08.json"] {
+        app.serve(&[fixture(day)]).await;
+        app.run().await;
+    }
+    app
+}
+
+fn out(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("cdc-{}-{name}", uuid::Uuid::now_v7()))
+}
+
+/// Width and height from a PNG's IHDR chunk, after checking the signature.
+fn png_size(path: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    assert_eq!(&bytes[12..16], b"IHDR");
+    let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+#[tokio::test]
+async fn a_chart_of_one_coin_is_a_png_of_the_asked_size() {
+    let app = two_days().await;
+    let png = out("btc.png");
+
+    let output = cli(
+        &app,
+        &[
+            "chart",
+            "--coin",
+            "bitcoin",
+            "--from",
+            "2024-09-04",
+            "--to",
+            "2024-09-09",
+            "--out",
+            png.to_str().unwrap(),
+            "--width",
+            "900",
+            "--height",
+            "500",
+        ],
+    )
+    .await;
+
+    assert!(output.status.success(), "{}", last_stderr_line(&output));
+    assert_eq!(png_size(&png), (900, 500));
+    assert!(
+        std::fs::metadata(&png).unwrap().len() > 10_000,
+        "a drawn picture, not an empty one"
+    );
+}
+
+#[tokio::test]
+async fn a_normalised_chart_of_several_coins_is_an_svg_with_a_legend() {
+    let app = two_days().await;
+    let svg = out("majors.svg");
+
+    let output = cli(
+        &app,
+        &[
+            "chart",
+            "--coin",
+            "bitcoin,ethereum,solana",
+            "--normalise",
+            "--from",
+            "2024-09-04",
+            "--to",
+            "2024-09-09",
+            "--out",
+            svg.to_str().unwrap(),
+        ],
+    )
+    .await;
+
+    assert!(output.status.success(), "{}", last_stderr_line(&output));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.starts_with("<svg")
+            && text.contains(r#"width="1200""#)
+            && text.contains(r#"height="600""#)
+    );
+    for label in [
+        "bitcoin",
+        "ethereum",
+        "solana",
+        "time (UTC)",
+        "index (start of the window = 100)",
+        "09-05 ",
+    ] {
+        assert!(text.contains(label), "{label} missing from the SVG");
+    }
+    assert!(text.matches("<polyline").count() >= 3, "one line per coin");
+}
+
+#[tokio::test]
+async fn chart_errors_name_the_problem() {
+    let app = two_days().await;
+    let png = out("x.png");
+    let png = png.to_str().unwrap();
+
+    let unknown = cli(&app, &["chart", "--coin", "bitcoin,notacoin", "--out", png]).await;
+    let empty = cli(
+        &app,
+        &[
+            "chart",
+            "--coin",
+            "bitcoin",
+            "--from",
+            "2020-01-01",
+            "--to",
+            "2020-02-01",
+            "--out",
+            png,
+        ],
+    )
+    .await;
+    let bad_date = cli(
+        &app,
+        &[
+            "chart",
+            "--coin",
+            "bitcoin",
+            "--from",
+            "yesterday",
+            "--out",
+            png,
+        ],
+    )
+    .await;
+    let bad_format = cli(&app, &["chart", "--coin", "bitcoin", "--out", "chart.gif"]).await;
+
+    assert!(
+        last_stderr_line(&unknown).contains(r#"unknown coin "notacoin" in usd"#),
+        "{}",
+        last_stderr_line(&unknown)
+    );
+    assert!(
+        last_stderr_line(&empty).contains("no price of bitcoin between 2020-01-01"),
+        "{}",
+        last_stderr_line(&empty)
+    );
+    let bad_date_text = String::from_utf8_lossy(&bad_date.stderr);
+    assert!(
+        bad_date_text.contains("\"yesterday\" is not a date"),
+        "{bad_date_text}"
+    );
+    assert!(
+        last_stderr_line(&bad_format).contains(".png or .svg"),
+        "{}",
+        last_stderr_line(&bad_format)
+    );
+    for output in [&unknown, &empty, &bad_date, &bad_format] {
+        assert!(!output.status.success());
+    }
+    assert!(!Path::new(png).exists(), "no picture on error");
+}
+
+#[tokio::test]
+async fn status_exit_codes_follow_the_last_runs() {
+    let mut app = two_days().await;
+
+    let healthy = cli(&app, &["status"]).await;
+    assert_eq!(
+        healthy.status.code(),
+        Some(0),
+        "{}",
+        last_stderr_line(&healthy)
+    );
+    let table = String::from_utf8_lossy(&healthy.stdout);
+    assert!(
+        table.contains("succeeded") && table.contains("health: healthy"),
+        "{table}"
+    );
+
+    let stale = cli(&app, &["status", "--max-age", "15m"]).await;
+    assert_eq!(stale.status.code(), Some(0), "the runs just finished");
+    app.db
+        .execute(
+            "UPDATE ingest_runs SET finished_at = finished_at - interval '1 hour'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let stale = cli(&app, &["status", "--max-age", "15m"]).await;
+    assert_eq!(stale.status.code(), Some(3));
+
+    app.set("COINGECKO_MAX_ATTEMPTS", "1");
+    app.serve(&["<html>Bad Gateway</html>".into()]).await;
+    assert!(app.try_run(None).await.is_err());
+    let failed = cli(&app, &["status", "--json", "--limit", "2"]).await;
+    assert_eq!(failed.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&failed.stdout).unwrap();
+    assert_eq!(report["health"], "last_run_failed");
+    assert_eq!(report["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(report["runs"][0]["status"], "failed");
+    assert!(report["runs"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("CoinGecko page 1"));
+}
+
+#[tokio::test]
+async fn a_terminal_gets_a_progress_bar_and_a_pipe_gets_log_lines() {
+    let mut app = spawn_app().await;
+    app.set("TOP_N", "500");
+    app.serve(&[
+        common::page(&common::numbered_coins(0..250, "1")),
+        common::page(&common::numbered_coins(250..500, "1")),
+    ])
+    .await;
+
+    let piped = cli(&app, &["run"]).await;
+    let piped_log = String::from_utf8_lossy(&piped.stderr);
+    assert!(piped.status.success(), "{piped_log}");
+    assert_eq!(piped_log.matches("page fetched").count(), 2, "{piped_log}");
+    assert!(!piped_log.contains("fetching CoinGecko"));
+
+    // `script` gives the command a pseudo-terminal, as an interactive shell would.
+    let command = format!("{} run", env!("CARGO_BIN_EXE_coingecko-cdc"));
+    let on_terminal = tokio::process::Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env_clear()
+        .envs(app.env())
+        .env("TERM", "xterm")
+        .output()
+        .await
+        .expect("running script (util-linux)");
+    let screen = String::from_utf8_lossy(&on_terminal.stdout);
+    assert!(on_terminal.status.success(), "{screen}");
+    assert!(screen.contains("fetching CoinGecko"), "{screen}");
+    assert!(!screen.contains("page fetched"), "{screen}");
+}
