@@ -63,14 +63,15 @@ SELECT coin_id,
 FROM price_history
 GROUP BY coin_id, vs_currency, bucket;
 
+-- Days are made of the hours, so the two views cannot disagree.
 CREATE VIEW price_ohlc_daily AS
 SELECT coin_id,
        vs_currency,
-       date_trunc('day', source_updated_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS bucket,
-       (array_agg(price ORDER BY source_updated_at, recorded_at))[1] AS open,
-       max(price) AS high,
-       min(price) AS low,
-       (array_agg(price ORDER BY source_updated_at DESC, recorded_at DESC))[1] AS close,
-       count(*) AS changes
-FROM price_history
-GROUP BY coin_id, vs_currency, bucket;
+       date_trunc('day', bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS bucket,
+       (array_agg(open ORDER BY bucket))[1] AS open,
+       max(high) AS high,
+       min(low) AS low,
+       (array_agg(close ORDER BY bucket DESC))[1] AS close,
+       sum(changes)::bigint AS changes
+FROM price_ohlc_hourly
+GROUP BY 1, 2, 3;

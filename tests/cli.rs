@@ -4,21 +4,8 @@ mod common;
 
 use std::process::Output;
 
-use common::{fixture, spawn_app, TestApp};
+use common::{cli, fixture, last_stderr_line, spawn_app};
 use serde_json::Value;
-
-/// Runs the binary with only the app's settings (plus `extra`) in its environment.
-async fn cli(app: &TestApp, args: &[&str], extra: &[(&str, &str)]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_coingecko-cdc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_clear()
-        .envs(app.env())
-        .envs(extra.iter().copied())
-        .output()
-        .await
-        .expect("starting coingecko-cdc")
-}
 
 fn stdout_json(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
@@ -28,14 +15,6 @@ fn stdout_json(output: &Output) -> Value {
             String::from_utf8_lossy(&output.stderr)
         )
     })
-}
-
-fn last_stderr_line(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string()
 }
 
 #[tokio::test]

@@ -4,27 +4,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use common::{fixture, spawn_app, TestApp};
-
-async fn cli(app: &TestApp, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_coingecko-cdc"))
-        .args(args)
-        .env_clear()
-        .envs(app.env())
-        .output()
-        .await
-        .expect("starting coingecko-cdc")
-}
-
-fn last_stderr_line(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string()
-}
+use common::{cli, fixture, last_stderr_line, spawn_app, TestApp};
 
 /// Two real recorded days, three days apart.
 async fn two_days() -> TestApp {
@@ -71,6 +52,7 @@ async fn a_chart_of_one_coin_is_a_png_of_the_asked_size() {
             "--height",
             "500",
         ],
+        &[],
     )
     .await;
 
@@ -101,6 +83,7 @@ async fn a_normalised_chart_of_several_coins_is_an_svg_with_a_legend() {
             "--out",
             svg.to_str().unwrap(),
         ],
+        &[],
     )
     .await;
 
@@ -130,7 +113,12 @@ async fn chart_errors_name_the_problem() {
     let png = out("x.png");
     let png = png.to_str().unwrap();
 
-    let unknown = cli(&app, &["chart", "--coin", "bitcoin,notacoin", "--out", png]).await;
+    let unknown = cli(
+        &app,
+        &["chart", "--coin", "bitcoin,notacoin", "--out", png],
+        &[],
+    )
+    .await;
     let empty = cli(
         &app,
         &[
@@ -144,6 +132,7 @@ async fn chart_errors_name_the_problem() {
             "--out",
             png,
         ],
+        &[],
     )
     .await;
     let bad_date = cli(
@@ -157,9 +146,15 @@ async fn chart_errors_name_the_problem() {
             "--out",
             png,
         ],
+        &[],
     )
     .await;
-    let bad_format = cli(&app, &["chart", "--coin", "bitcoin", "--out", "chart.gif"]).await;
+    let bad_format = cli(
+        &app,
+        &["chart", "--coin", "bitcoin", "--out", "chart.gif"],
+        &[],
+    )
+    .await;
 
     assert!(
         last_stderr_line(&unknown).contains(r#"unknown coin "notacoin" in usd"#),
@@ -191,7 +186,7 @@ async fn chart_errors_name_the_problem() {
 async fn status_exit_codes_follow_the_last_runs() {
     let mut app = two_days().await;
 
-    let healthy = cli(&app, &["status"]).await;
+    let healthy = cli(&app, &["status"], &[]).await;
     assert_eq!(
         healthy.status.code(),
         Some(0),
@@ -204,7 +199,7 @@ async fn status_exit_codes_follow_the_last_runs() {
         "{table}"
     );
 
-    let stale = cli(&app, &["status", "--max-age", "15m"]).await;
+    let stale = cli(&app, &["status", "--max-age", "15m"], &[]).await;
     assert_eq!(stale.status.code(), Some(0), "the runs just finished");
     app.db
         .execute(
@@ -213,13 +208,13 @@ async fn status_exit_codes_follow_the_last_runs() {
         )
         .await
         .unwrap();
-    let stale = cli(&app, &["status", "--max-age", "15m"]).await;
+    let stale = cli(&app, &["status", "--max-age", "15m"], &[]).await;
     assert_eq!(stale.status.code(), Some(3));
 
     app.set("COINGECKO_MAX_ATTEMPTS", "1");
     app.serve(&["<html>Bad Gateway</html>".into()]).await;
     assert!(app.try_run(None).await.is_err());
-    let failed = cli(&app, &["status", "--json", "--limit", "2"]).await;
+    let failed = cli(&app, &["status", "--json", "--limit", "2"], &[]).await;
     assert_eq!(failed.status.code(), Some(2));
     let report: serde_json::Value = serde_json::from_slice(&failed.stdout).unwrap();
     assert_eq!(report["health"], "last_run_failed");
@@ -241,7 +236,7 @@ async fn a_terminal_gets_a_progress_bar_and_a_pipe_gets_log_lines() {
     ])
     .await;
 
-    let piped = cli(&app, &["run"]).await;
+    let piped = cli(&app, &["run"], &[]).await;
     let piped_log = String::from_utf8_lossy(&piped.stderr);
     assert!(piped.status.success(), "{piped_log}");
     assert_eq!(piped_log.matches("page fetched").count(), 2, "{piped_log}");

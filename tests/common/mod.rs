@@ -5,6 +5,7 @@ pub mod moto;
 pub mod secure_postgres;
 
 use std::collections::HashMap;
+use std::process::Output;
 use std::str::FromStr;
 
 use coingecko_cdc::config::Config;
@@ -221,4 +222,26 @@ impl TestApp {
             rows("SELECT h::text FROM price_history h ORDER BY coin_id, source_updated_at").await,
         )
     }
+}
+
+/// Runs the `coingecko-cdc` binary with only the app's settings (plus `extra`) in its environment.
+pub async fn cli(app: &TestApp, args: &[&str], extra: &[(&str, &str)]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_coingecko-cdc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_clear()
+        .envs(app.env())
+        .envs(extra.iter().copied())
+        .output()
+        .await
+        .expect("starting coingecko-cdc")
+}
+
+/// Where the command line puts its one-line cause.
+pub fn last_stderr_line(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
 }
