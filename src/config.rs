@@ -108,6 +108,10 @@ pub struct IngestConfig {
     pub threshold_pct: Decimal,
     pub store_raw: bool,
     pub raw_retention_days: u32,
+    /// How long a run waits for an overlapping run to finish its apply.
+    pub lock_timeout: Duration,
+    /// How long one statement of the apply may take.
+    pub statement_timeout: Duration,
 }
 
 impl Config {
@@ -168,6 +172,12 @@ impl Config {
             threshold_pct: parse_threshold(env.text("CDC_THRESHOLD_PCT").as_deref())?,
             store_raw: env.flag("STORE_RAW", true)?,
             raw_retention_days: env.parse_at_least("RAW_RETENTION_DAYS", 7, 0)?,
+            lock_timeout: Duration::from_secs(env.parse_at_least("DB_LOCK_TIMEOUT_SECS", 10, 1)?),
+            statement_timeout: Duration::from_secs(env.parse_at_least(
+                "DB_STATEMENT_TIMEOUT_SECS",
+                10,
+                1,
+            )?),
         };
 
         Ok(Self {
@@ -388,6 +398,8 @@ mod tests {
             ("CDC_THRESHOLD_PCT", "0.0000001"),
             ("STORE_RAW", "maybe"),
             ("RAW_RETENTION_DAYS", "-3"),
+            ("DB_LOCK_TIMEOUT_SECS", "0"),
+            ("DB_STATEMENT_TIMEOUT_SECS", "soon"),
             ("AUTO_MIGRATE", "sometimes"),
             ("VS_CURRENCY", "us d"),
             ("COIN_IDS", ",,"),

@@ -90,7 +90,9 @@ impl Ingest {
         let quotes: Vec<&Quote> = market.quotes().collect();
         let coin_ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
 
-        let apply = store.begin_apply().await?;
+        let apply = store
+            .begin_apply(self.settings.lock_timeout, self.settings.statement_timeout)
+            .await?;
         if let Some(trigger) = &trigger_id {
             if let Some(done) = apply.succeeded_summary(trigger).await? {
                 tracing::info!(trigger_id = %trigger, run_id = %done.run_id, "an overlapping run with this trigger succeeded first: nothing applied");

@@ -4,6 +4,7 @@
 //! depend on the number of coins: each table is written by one statement over arrays.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use postgres_native_tls::MakeTlsConnector;
 use rust_decimal::Decimal;
@@ -24,9 +25,10 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
-/// Advisory lock keys: one serialises migrations, the other serialises the apply of runs.
+/// The advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x6367_6364_635f_6d67;
-const RUN_LOCK: i64 = 0x6367_6364_635f_726e;
+/// The advisory lock that serialises the apply of runs (also for operators who need to hold runs off).
+pub const RUN_LOCK: i64 = 0x6367_6364_635f_726e;
 
 /// A database failure, with what was being done and PostgreSQL's SQLSTATE when it sent one.
 #[derive(Debug, thiserror::Error)]
@@ -313,15 +315,28 @@ impl Store {
     }
 
     /// Opens the transaction that applies a run, once no other run is applying.
-    pub async fn begin_apply(&mut self) -> Result<Apply<'_>, StoreError> {
+    /// Bounded: past `lock_timeout` the run fails (SQLSTATE 55P03) rather than wait until the
+    /// Lambda's own timeout kills it; a statement past `statement_timeout` fails it too (57014).
+    pub async fn begin_apply(
+        &mut self,
+        lock_timeout: Duration,
+        statement_timeout: Duration,
+    ) -> Result<Apply<'_>, StoreError> {
         let tx = self
             .client
             .transaction()
             .await
             .during("starting the apply")?;
+        let millis = |d: Duration| format!("{}ms", d.as_millis());
+        tx.execute(
+            "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
+            &[&millis(lock_timeout), &millis(statement_timeout)],
+        )
+        .await
+        .during("setting the apply's time limits")?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&RUN_LOCK])
             .await
-            .during("waiting for other runs to finish")?;
+            .during("waiting for an overlapping run to finish (DB_LOCK_TIMEOUT_SECS)")?;
         Ok(Apply { tx })
     }
 }

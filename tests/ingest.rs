@@ -597,3 +597,53 @@ async fn a_move_with_an_unchanged_last_updated_is_recorded_once_the_timestamp_mo
     app.run().await;
     assert_eq!(app.history("a").await, ["100", "102"]);
 }
+
+#[tokio::test]
+async fn a_run_kept_waiting_by_an_overlapping_one_fails_clearly_within_its_bounds() {
+    let mut app = spawn_app().await;
+    app.serve(&[fixture(SEP5)]).await;
+    // The test's own session holds the run lock, as a slow overlapping run would.
+    app.db
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&coingecko_cdc::store::RUN_LOCK],
+        )
+        .await
+        .unwrap();
+
+    app.set("DB_LOCK_TIMEOUT_SECS", "1");
+    let lock_error = app.try_run(None).await.unwrap_err().to_string();
+    app.set("DB_LOCK_TIMEOUT_SECS", "10");
+    app.set("DB_STATEMENT_TIMEOUT_SECS", "1");
+    let statement_error = app.try_run(None).await.unwrap_err().to_string();
+
+    assert!(
+        lock_error.contains("55P03") && lock_error.contains("DB_LOCK_TIMEOUT_SECS"),
+        "{lock_error}"
+    );
+    assert!(statement_error.contains("57014"), "{statement_error}");
+    assert_eq!(app.count("price_history").await, 0, "nothing applied");
+    let failed: i64 = app
+        .db
+        .query_one(
+            "SELECT count(*) FROM ingest_runs WHERE status = 'failed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, 2);
+
+    app.db
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&coingecko_cdc::store::RUN_LOCK],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        app.run().await.history_inserted,
+        100,
+        "the next run catches up"
+    );
+}
