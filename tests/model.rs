@@ -1,0 +1,255 @@
+//! A model-based test of the CDC: random markets and sequences of runs go through the real
+//! ingest (real PostgreSQL, the CoinGecko stub), and after every run `current_prices`,
+//! `price_history` and the summary must equal what a small reference model of the documented
+//! rule says, digit for digit. proptest shrinks a failure to a minimal sequence of runs.
+//!
+//! `CDC_MODEL_CASES` sets how many sequences are tried (default 96, about 290 runs).
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::str::FromStr;
+
+use common::{page, spawn_app, TestApp};
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+
+const COINS: [&str; 5] = ["alpha", "beta", "gamma", "delta", "epsilon"];
+/// Around 100 with steps below, at and above the usual thresholds, plus zero and tiny prices.
+const PRICES: [&str; 14] = [
+    "100",
+    "100.0",
+    "100.2",
+    "100.4",
+    "100.5",
+    "100.49",
+    "99.5",
+    "99.51",
+    "101",
+    "150",
+    "0",
+    "0.00000315",
+    "0.0000031815",
+    "3.15e-06",
+];
+const THRESHOLDS: [&str; 5] = ["0", "0.5", "1", "50", "10000"];
+
+/// One entry of an answer: a coin, its price (None: null, so rejected) and its last_updated minute.
+#[derive(Debug, Clone)]
+struct Entry {
+    coin: usize,
+    price: Option<&'static str>,
+    minute: u32,
+}
+
+fn entry(run: u32) -> impl Strategy<Value = Entry> {
+    (
+        0..COINS.len(),
+        prop::option::weighted(0.9, prop::sample::select(PRICES.to_vec())),
+        // The same last_updated as the previous run now and then: a timestamp that did not move.
+        prop::bool::weighted(0.2),
+    )
+        .prop_map(move |(coin, price, stale)| Entry {
+            coin,
+            price,
+            minute: if stale && run > 0 { run - 1 } else { run },
+        })
+}
+
+fn runs() -> impl Strategy<Value = Vec<Vec<Entry>>> {
+    (1..6u32).prop_flat_map(|count| {
+        (0..count)
+            .map(|run| prop::collection::vec(entry(run), 0..7))
+            .collect::<Vec<_>>()
+    })
+}
+
+fn timestamp(minute: u32) -> String {
+    format!(
+        "2026-11-27T{:02}:{:02}:00.000Z",
+        10 + minute / 60,
+        minute % 60
+    )
+}
+
+/// The documented rule, written again from the README rather than from the code.
+#[derive(Default)]
+struct Model {
+    /// coin → (price, minute) of the latest fetch.
+    current: BTreeMap<&'static str, (Decimal, u32)>,
+    /// coin → prices recorded, oldest first, with their minutes.
+    history: BTreeMap<&'static str, Vec<(Decimal, u32)>>,
+}
+
+struct Expected {
+    fetched: u64,
+    rejected: u64,
+    history_inserted: u64,
+}
+
+impl Model {
+    fn apply(&mut self, answer: &[Entry], threshold: Decimal) -> Expected {
+        let mut seen = HashSet::new();
+        let mut expected = Expected {
+            fetched: 0,
+            rejected: 0,
+            history_inserted: 0,
+        };
+        for entry in answer {
+            let coin = COINS[entry.coin];
+            if !seen.insert(coin) {
+                continue; // the first appearance wins
+            }
+            expected.fetched += 1;
+            let Some(text) = entry.price else {
+                expected.rejected += 1;
+                continue;
+            };
+            let price = parse(text);
+            let history = self.history.entry(coin).or_default();
+            let recordable = match history.last() {
+                None => true,
+                Some(&(reference, _)) => {
+                    price != reference
+                        && (price - reference).abs() * Decimal::ONE_HUNDRED
+                            >= threshold * reference.abs()
+                }
+            };
+            // price_history is unique on last_updated: a second price for the same minute waits.
+            if recordable && history.iter().all(|&(_, minute)| minute != entry.minute) {
+                history.push((price, entry.minute));
+                expected.history_inserted += 1;
+            }
+            self.current.insert(coin, (price, entry.minute));
+        }
+        self.history.retain(|_, h| !h.is_empty());
+        expected
+    }
+}
+
+fn parse(text: &str) -> Decimal {
+    Decimal::from_str(text)
+        .or_else(|_| Decimal::from_scientific(text))
+        .unwrap()
+}
+
+async fn stored_current(app: &TestApp) -> BTreeMap<String, (Decimal, String)> {
+    app.db
+        .query(
+            "SELECT coin_id, price::text, to_char(source_updated_at AT TIME ZONE 'UTC', 'HH24:MI') FROM current_prices",
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), (parse(r.get::<_, &str>(1)), r.get(2))))
+        .collect()
+}
+
+async fn stored_history(app: &TestApp) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut history: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let rows = app
+        .db
+        .query(
+            "SELECT coin_id, price::text, to_char(source_updated_at AT TIME ZONE 'UTC', 'HH24:MI')
+             FROM price_history ORDER BY coin_id, source_updated_at",
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in rows {
+        history
+            .entry(row.get(0))
+            .or_default()
+            .push((row.get(1), row.get(2)));
+    }
+    history
+}
+
+fn clock(minute: u32) -> String {
+    timestamp(minute)[11..16].to_string()
+}
+
+async fn check(threshold: &'static str, runs: Vec<Vec<Entry>>) -> Result<(), TestCaseError> {
+    let mut app = spawn_app().await;
+    app.set("CDC_THRESHOLD_PCT", threshold);
+    let mut model = Model::default();
+    for (number, answer) in runs.iter().enumerate() {
+        let coins: Vec<String> = answer
+            .iter()
+            .map(|e| {
+                common::coin(
+                    COINS[e.coin],
+                    e.price.unwrap_or("null"),
+                    &timestamp(e.minute),
+                )
+            })
+            .collect();
+        app.serve(&[page(&coins)]).await;
+        let summary = app.run().await;
+        let expected = model.apply(answer, parse(threshold));
+
+        prop_assert_eq!(summary.fetched, expected.fetched, "run {}: fetched", number);
+        prop_assert_eq!(
+            summary.rejected,
+            expected.rejected,
+            "run {}: rejected",
+            number
+        );
+        prop_assert_eq!(
+            summary.history_inserted,
+            expected.history_inserted,
+            "run {}: history_inserted",
+            number
+        );
+        let want_current: BTreeMap<String, (Decimal, String)> = model
+            .current
+            .iter()
+            .map(|(coin, (price, minute))| (coin.to_string(), (*price, clock(*minute))))
+            .collect();
+        prop_assert_eq!(
+            stored_current(&app).await,
+            want_current,
+            "run {}: current_prices",
+            number
+        );
+        let want_history: BTreeMap<String, Vec<(String, String)>> = model
+            .history
+            .iter()
+            .map(|(coin, rows)| {
+                let rows = rows
+                    .iter()
+                    .map(|(p, m)| (p.to_string(), clock(*m)))
+                    .collect();
+                (coin.to_string(), rows)
+            })
+            .collect();
+        prop_assert_eq!(
+            stored_history(&app).await,
+            want_history,
+            "run {}: price_history",
+            number
+        );
+    }
+    Ok(())
+}
+
+fn cases() -> u32 {
+    std::env::var("CDC_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(96)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_ingest_matches_the_model_run_after_run(
+        threshold in prop::sample::select(THRESHOLDS.to_vec()),
+        runs in runs(),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(check(threshold, runs))?;
+    }
+}
