@@ -115,14 +115,15 @@ impl Ingest {
         let written = apply
             .write_prices(run_id, vs_currency, &quotes, &recordable)
             .await?;
-        if self.settings.store_raw {
-            apply.store_raw_pages(run_id, &pages).await?;
-        }
+        // Pruned first, so that a run always keeps its own pages, even with a retention of 0 days.
         let pruned = apply
             .prune_raw_pages(self.settings.raw_retention_days)
             .await?;
         if pruned > 0 {
             tracing::info!(pruned, "old raw pages pruned");
+        }
+        if self.settings.store_raw {
+            apply.store_raw_pages(run_id, &pages).await?;
         }
 
         let counts = Counts {

@@ -1,0 +1,22 @@
+-- The least a run needs, for the role the function logs in as. Run it as the owner of the tables
+-- (the role that migrates), after the migrations, in the ingest's database; then give it to the
+-- function's login role:  CREATE ROLE lambda_ingest LOGIN PASSWORD '…' IN ROLE coingecko_cdc_ingest;
+-- and deploy with AUTO_MIGRATE=false. It can add and change prices but never rewrite history, and
+-- it can change no schema.
+
+DO $$
+BEGIN
+    CREATE ROLE coingecko_cdc_ingest NOLOGIN;
+EXCEPTION WHEN duplicate_object THEN
+    NULL; -- roles belong to the server: another database of it may have made this one already
+END
+$$;
+
+GRANT USAGE ON SCHEMA public TO coingecko_cdc_ingest;
+-- SELECT serves the CDC reference, the trigger-id check and the RETURNING of the apply.
+GRANT SELECT, INSERT, UPDATE ON current_prices TO coingecko_cdc_ingest;
+GRANT SELECT, INSERT ON price_history TO coingecko_cdc_ingest;
+GRANT SELECT, INSERT, UPDATE ON ingest_runs TO coingecko_cdc_ingest;
+GRANT SELECT, INSERT, DELETE ON raw_pages TO coingecko_cdc_ingest;
+-- For `coingecko-cdc status` and `chart` and for analysts: reading is harmless.
+GRANT SELECT ON price_changes, latest_prices, price_ohlc_hourly, price_ohlc_daily TO coingecko_cdc_ingest;
