@@ -64,7 +64,18 @@ impl<S: SecretSource> App<S> {
             store.migrate().await?;
             *migrated = true;
         }
-        Ok(self.ingest.run(store, trigger_id).await?)
+        match self.ingest.run(store, trigger_id).await {
+            Err(RunError::Unrecorded { run_id, error }) => {
+                // The connection died with the run: record the failure on a new one, which the
+                // next run then uses.
+                let fresh = slot.insert(self.database.connect().await?);
+                if let Err(e) = fresh.fail_run(run_id, &error.to_string()).await {
+                    tracing::warn!(%run_id, error = %e, "could not record the failure");
+                }
+                Err(AppError::Run(*error))
+            }
+            outcome => Ok(outcome?),
+        }
     }
 
     /// A connection of its own, for reading (status, charts).

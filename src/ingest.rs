@@ -16,6 +16,19 @@ pub enum RunError {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The run failed and its connection with it, so the failure is not in `ingest_runs` yet.
+    #[error("{error}")]
+    Unrecorded { run_id: Uuid, error: Box<RunError> },
+}
+
+impl RunError {
+    /// The failure itself, whether or not it could be recorded.
+    pub fn cause(&self) -> &RunError {
+        match self {
+            RunError::Unrecorded { error, .. } => error.cause(),
+            other => other,
+        }
+    }
 }
 
 /// What every run needs and is built once: the HTTP client and the settings.
@@ -70,7 +83,11 @@ impl Ingest {
             Err(error) => {
                 tracing::error!(%run_id, error = %error, "run failed");
                 if let Err(e) = store.fail_run(run_id, &error.to_string()).await {
-                    tracing::warn!(%run_id, error = %e, "could not record the failure");
+                    tracing::warn!(%run_id, error = %e, "could not record the failure on this connection");
+                    return Err(RunError::Unrecorded {
+                        run_id,
+                        error: Box::new(outcome.unwrap_err()),
+                    });
                 }
             }
         }

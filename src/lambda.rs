@@ -24,8 +24,10 @@ impl From<FunctionError> for Diagnostic {
             FunctionError::Event(_) => "UnrecognisedEvent",
             FunctionError::App(AppError::Connect(_)) => "DatabaseUnreachable",
             FunctionError::App(AppError::Migrate(_)) => "MigrationFailed",
-            FunctionError::App(AppError::Run(RunError::Fetch(_))) => "CoinGeckoFailed",
-            FunctionError::App(AppError::Run(RunError::Store(_))) => "DatabaseFailed",
+            FunctionError::App(AppError::Run(run)) => match run.cause() {
+                RunError::Fetch(_) => "CoinGeckoFailed",
+                _ => "DatabaseFailed",
+            },
         };
         Diagnostic {
             error_type: error_type.into(),

@@ -212,3 +212,67 @@ fn metrics_are_an_embedded_metric_format_record() {
     assert_eq!(record["Duration"], 1234);
     assert_eq!(record["VsCurrency"], "usd");
 }
+
+#[tokio::test]
+async fn a_connection_killed_during_the_apply_fails_the_run_cleanly_and_the_next_catches_up() {
+    let app = spawn_app().await;
+    app.serve(&[fixture("markets-2024-09-05.json")]).await;
+    let function = function(&app, &[], MemorySecrets::default()).await;
+    handle(&function, event("manual.json")).await.unwrap();
+    let before = app.price_tables().await;
+    app.serve(&[fixture("markets-2024-09-08.json")]).await;
+
+    // The test holds the run lock; once the run waits for it inside its transaction, its
+    // backend is terminated, as a failover or a network cut would.
+    let lock = coingecko_cdc::store::RUN_LOCK;
+    app.db
+        .execute("SELECT pg_advisory_lock($1)", &[&lock])
+        .await
+        .unwrap();
+    let cut = async {
+        loop {
+            let waiting = app
+                .db
+                .query_opt(
+                    "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                     WHERE l.locktype = 'advisory' AND NOT l.granted AND a.datname = current_database()",
+                    &[],
+                )
+                .await
+                .unwrap();
+            if let Some(row) = waiting {
+                let pid: i32 = row.get(0);
+                app.db
+                    .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                    .await
+                    .unwrap();
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        app.db
+            .execute("SELECT pg_advisory_unlock($1)", &[&lock])
+            .await
+            .unwrap();
+    };
+    let (outcome, ()) = tokio::join!(handle(&function, event("manual.json")), cut);
+
+    let error = outcome.unwrap_err().to_string();
+    assert!(error.contains("PostgreSQL"), "{error}");
+    assert_eq!(app.price_tables().await, before, "nothing half-applied");
+    let failed: Vec<String> = app
+        .db
+        .query("SELECT error FROM ingest_runs WHERE status = 'failed'", &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(failed, [error], "recorded on a new connection");
+
+    let next = handle(&function, event("manual.json")).await.unwrap();
+    assert!(
+        next.history_inserted > 50,
+        "the next run catches up: {next:?}"
+    );
+}
