@@ -5,12 +5,10 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use coingecko_cdc::app::App;
-use coingecko_cdc::config::Config;
 use coingecko_cdc::lambda::{handle, metrics_record};
 use coingecko_cdc::secrets::{SecretError, SecretSource};
 use coingecko_cdc::summary::RunStatus;
-use common::{fixture, spawn_app, TestApp};
+use common::{fixture, spawn_app};
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde_json::Value;
 
@@ -42,22 +40,11 @@ fn event(file: &str) -> LambdaEvent<Value> {
     LambdaEvent::new(serde_json::from_str(&text).unwrap(), Context::default())
 }
 
-async fn function(
-    app: &TestApp,
-    extra: &[(&str, &str)],
-    secrets: MemorySecrets,
-) -> App<MemorySecrets> {
-    let mut env = app.env().clone();
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let config = Config::from_lookup(move |name| env.get(name).cloned()).unwrap();
-    App::new(config, secrets).await.unwrap()
-}
-
 #[tokio::test]
 async fn each_event_in_events_runs_once_and_a_redelivery_is_a_duplicate() {
     let app = spawn_app().await;
     app.serve(&[fixture("markets-2024-09-05.json")]).await;
-    let function = function(&app, &[], MemorySecrets::default()).await;
+    let function = app.app_with(&[], MemorySecrets::default()).await;
 
     for (file, trigger) in [
         (
@@ -82,7 +69,7 @@ async fn each_event_in_events_runs_once_and_a_redelivery_is_a_duplicate() {
 #[tokio::test]
 async fn an_unrecognised_event_is_a_function_error_that_says_what_was_expected() {
     let app = spawn_app().await;
-    let function = function(&app, &[], MemorySecrets::default()).await;
+    let function = app.app_with(&[], MemorySecrets::default()).await;
     let bad = LambdaEvent::new(serde_json::json!({"detail": "?"}), Context::default());
 
     let diagnostic: Diagnostic = handle(&function, bad).await.unwrap_err().into();
@@ -98,12 +85,9 @@ async fn an_unrecognised_event_is_a_function_error_that_says_what_was_expected()
 async fn a_failed_run_is_a_function_error_named_after_its_cause() {
     let app = spawn_app().await;
     app.serve(&["<html>502 Bad Gateway</html>".into()]).await;
-    let function = function(
-        &app,
-        &[("COINGECKO_MAX_ATTEMPTS", "1")],
-        MemorySecrets::default(),
-    )
-    .await;
+    let function = app
+        .app_with(&[("COINGECKO_MAX_ATTEMPTS", "1")], MemorySecrets::default())
+        .await;
 
     let diagnostic: Diagnostic = handle(&function, event("manual.json"))
         .await
@@ -132,16 +116,16 @@ async fn credentials_come_from_the_secret_once_and_the_connection_stays_warm() {
             url.get_dbname().unwrap()
         ),
     );
-    let function = function(
-        &app,
-        &[
-            ("DB_SECRET_ID", "db-secret"),
-            ("DB_HOST", "127.0.0.1"),
-            ("DB_PORT", "5432"),
-        ],
-        secrets,
-    )
-    .await;
+    let function = app
+        .app_with(
+            &[
+                ("DB_SECRET_ID", "db-secret"),
+                ("DB_HOST", "127.0.0.1"),
+                ("DB_PORT", "5432"),
+            ],
+            secrets,
+        )
+        .await;
 
     let cold = handle(&function, event("manual.json")).await.unwrap();
     let warm = handle(&function, event("manual.json")).await.unwrap();
@@ -163,7 +147,7 @@ async fn credentials_come_from_the_secret_once_and_the_connection_stays_warm() {
 async fn a_closed_connection_is_reopened_on_the_next_invocation() {
     let app = spawn_app().await;
     app.serve(&[fixture("markets-2024-09-05.json")]).await;
-    let function = function(&app, &[], MemorySecrets::default()).await;
+    let function = app.app_with(&[], MemorySecrets::default()).await;
     handle(&function, event("manual.json")).await.unwrap();
 
     app.db
@@ -217,7 +201,7 @@ fn metrics_are_an_embedded_metric_format_record() {
 async fn a_connection_killed_during_the_apply_fails_the_run_cleanly_and_the_next_catches_up() {
     let app = spawn_app().await;
     app.serve(&[fixture("markets-2024-09-05.json")]).await;
-    let function = function(&app, &[], MemorySecrets::default()).await;
+    let function = app.app_with(&[], MemorySecrets::default()).await;
     handle(&function, event("manual.json")).await.unwrap();
     let before = app.price_tables().await;
     app.serve(&[fixture("markets-2024-09-08.json")]).await;

@@ -7,8 +7,6 @@ use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use coingecko_cdc::app::App;
-use coingecko_cdc::config::Config;
 use coingecko_cdc::secrets::{SecretError, SecretSource};
 use common::moto::{create_secret, put_secret, secrets_manager};
 use common::secure_postgres::SecurePostgres;
@@ -27,14 +25,6 @@ impl SecretSource for Counting {
         self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.secret_string(secret_id).await
     }
-}
-
-async fn app_with<S: SecretSource>(app: &TestApp, vars: &[(&str, String)], secrets: S) -> App<S> {
-    let mut env = app.env().clone();
-    env.remove("DATABASE_URL");
-    env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    let config = Config::from_lookup(move |name| env.get(name).cloned()).unwrap();
-    App::new(config, secrets).await.unwrap()
 }
 
 fn test_dbname(app: &TestApp) -> String {
@@ -59,19 +49,19 @@ async fn both_secret_shapes_reach_the_database() {
     )
     .await;
 
-    let from_master = app_with(
-        &app,
-        &[
-            ("DB_SECRET_ID", master),
-            ("DB_HOST", "127.0.0.1".into()),
-            ("DB_NAME", dbname.clone()),
-        ],
-        client.clone(),
-    )
-    .await;
+    let from_master = app
+        .app_with(
+            &[
+                ("DB_SECRET_ID", &master),
+                ("DB_HOST", "127.0.0.1"),
+                ("DB_NAME", &dbname),
+            ],
+            client.clone(),
+        )
+        .await;
     assert_eq!(from_master.run(None).await.unwrap().history_inserted, 100);
 
-    let from_full = app_with(&app, &[("DB_SECRET_ID", full)], client).await;
+    let from_full = app.app_with(&[("DB_SECRET_ID", &full)], client).await;
     assert_eq!(from_full.run(None).await.unwrap().unchanged, 100);
 }
 
@@ -79,15 +69,15 @@ async fn both_secret_shapes_reach_the_database() {
 async fn a_missing_secret_is_an_error_that_names_it() {
     let app = spawn_app().await;
     let client = secrets_manager().await;
-    let function = app_with(
-        &app,
-        &[
-            ("DB_SECRET_ID", "cdc-test/does-not-exist".into()),
-            ("DB_HOST", "127.0.0.1".into()),
-        ],
-        client,
-    )
-    .await;
+    let function = app
+        .app_with(
+            &[
+                ("DB_SECRET_ID", "cdc-test/does-not-exist"),
+                ("DB_HOST", "127.0.0.1"),
+            ],
+            client,
+        )
+        .await;
 
     let error = function.run(None).await.unwrap_err().to_string();
 
@@ -112,15 +102,9 @@ async fn the_api_key_can_come_from_secrets_manager() {
         .mount(&app.coingecko)
         .await;
 
-    let function = app_with(
-        &app,
-        &[
-            ("DATABASE_URL", app.database_url.clone()),
-            ("COINGECKO_API_KEY_SECRET_ID", key),
-        ],
-        client,
-    )
-    .await;
+    let function = app
+        .app_with(&[("COINGECKO_API_KEY_SECRET_ID", &key)], client)
+        .await;
 
     assert_eq!(function.run(None).await.unwrap().fetched, 100);
 }
@@ -162,19 +146,20 @@ async fn a_rotated_password_is_fetched_again_and_no_secret_reaches_logs_or_error
     let client = secrets_manager().await;
     let secret_id = create_secret(&client, &server.secret("ingest", "first-Pa55word")).await;
     let reads = Arc::new(AtomicUsize::new(0));
-    let function = app_with(
-        &app,
-        &[
-            ("DB_SECRET_ID", secret_id.clone()),
-            ("DB_SSLMODE", "require".into()),
-            ("DB_SSL_ROOT_CERT", server.ca_file.display().to_string()),
-        ],
-        Counting {
-            inner: client.clone(),
-            reads: reads.clone(),
-        },
-    )
-    .await;
+    let ca = server.ca_file.display().to_string();
+    let function = app
+        .app_with(
+            &[
+                ("DB_SECRET_ID", &secret_id),
+                ("DB_SSLMODE", "require"),
+                ("DB_SSL_ROOT_CERT", &ca),
+            ],
+            Counting {
+                inner: client.clone(),
+                reads: reads.clone(),
+            },
+        )
+        .await;
     assert_eq!(function.run(None).await.unwrap().history_inserted, 100);
 
     // Rotation: a new password in the database and in the secret, and the warm

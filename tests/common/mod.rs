@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use std::process::Output;
 use std::str::FromStr;
 
+use coingecko_cdc::app::{App, AppError};
 use coingecko_cdc::config::Config;
 use coingecko_cdc::config::{DbTls, SslMode};
-use coingecko_cdc::ingest::{Ingest, RunError};
+use coingecko_cdc::secrets::{SecretSource, SecretsManager};
 use coingecko_cdc::store::{Connector, Store};
 use coingecko_cdc::summary::Summary;
 use tokio_postgres::{Client, NoTls};
@@ -144,7 +145,7 @@ impl TestApp {
     }
 
     /// One run, as the CLI does it, on its own connection.
-    pub async fn try_run(&self, trigger_id: Option<&str>) -> Result<Summary, RunError> {
+    pub async fn try_run(&self, trigger_id: Option<&str>) -> Result<Summary, AppError> {
         self.try_run_from(&self.coingecko.uri(), trigger_id).await
     }
 
@@ -153,14 +154,23 @@ impl TestApp {
         &self,
         stub_uri: &str,
         trigger_id: Option<&str>,
-    ) -> Result<Summary, RunError> {
+    ) -> Result<Summary, AppError> {
+        let app = self
+            .app_with(
+                &[("COINGECKO_BASE_URL", stub_uri)],
+                SecretsManager::default(),
+            )
+            .await;
+        app.run(trigger_id.map(String::from)).await
+    }
+
+    /// What the CLI and the Lambda build, from this app's settings plus `extra`.
+    pub async fn app_with<S: SecretSource>(&self, extra: &[(&str, &str)], secrets: S) -> App<S> {
         let mut env = self.env.clone();
-        env.insert("COINGECKO_BASE_URL".into(), stub_uri.into());
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config =
             Config::from_lookup(move |name| env.get(name).cloned()).expect("test configuration");
-        let ingest = Ingest::new(config.coingecko, config.ingest).unwrap();
-        let mut store = self.store().await;
-        ingest.run(&mut store, trigger_id.map(String::from)).await
+        App::new(config, secrets).await.expect("building the app")
     }
 
     pub async fn run(&self) -> Summary {
