@@ -52,12 +52,12 @@ impl<S: SecretSource> App<S> {
         &mut self.ingest
     }
 
-    /// One run on the warm connection, reconnecting first if it has closed.
+    /// One run on the warm connection, reconnecting first if it has died.
     pub async fn run(&self, trigger_id: Option<String>) -> Result<Summary, AppError> {
         let mut guard = self.store.lock().await;
         let (slot, migrated) = &mut *guard;
         let store = match slot.take() {
-            Some(store) if !store.is_closed() => slot.insert(store),
+            Some(store) if store.is_alive().await => slot.insert(store),
             _ => slot.insert(self.database.connect().await?),
         };
         if self.auto_migrate && !*migrated {

@@ -3,6 +3,7 @@
 //! Numbers are read from their JSON text straight into `Decimal`, never through
 //! `f64`, so what CoinGecko wrote (`3.15e-06`, `2.1e+15`, `21000000.0`) is what is stored.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
@@ -109,6 +110,10 @@ pub fn api_error_message(body: &str) -> Option<String> {
         .map(|m| m.trim().to_string())
 }
 
+/// The longest coin id kept. Ids are keys of B-tree indexes, whose entries PostgreSQL caps at
+/// 2,704 bytes; CoinGecko's ids are short slugs, so a longer one is garbage, refused alone.
+pub const MAX_ID_BYTES: usize = 2048;
+
 /// Every field is taken as raw JSON text so that each can be judged on its own:
 /// one odd field never loses the whole coin, let alone the page.
 #[derive(Deserialize)]
@@ -196,7 +201,18 @@ fn parse_coin(raw: RawCoin, position: usize, warnings: &mut Vec<FieldWarning>) -
         })
     };
     let coin_id = match raw.id.map(json_string) {
+        Some(Ok(id)) if id.len() > MAX_ID_BYTES => {
+            return reject(
+                None,
+                format!(
+                    "\"id\" {} is {} bytes long: ids over {MAX_ID_BYTES} bytes cannot be indexed by PostgreSQL",
+                    preview(&id),
+                    id.len()
+                ),
+            )
+        }
         Some(Ok(id)) if !id.trim().is_empty() => id,
+        Some(Err(problem)) => return reject(None, format!("\"id\" {problem}")),
         _ => return reject(None, "missing or empty \"id\"".into()),
     };
     let price = match raw.current_price.map(|v| exact_decimal(v.get())) {
@@ -289,8 +305,15 @@ impl FieldReader<'_> {
 }
 
 fn json_string(raw: &RawValue) -> Result<String, String> {
-    serde_json::from_str::<String>(raw.get())
-        .map_err(|_| format!("{} is not a string", preview(raw.get())))
+    let text = serde_json::from_str::<String>(raw.get())
+        .map_err(|e| format!("{} is not usable text ({e})", preview(raw.get())))?;
+    if text.contains('\0') {
+        return Err(format!(
+            "{} holds a NUL character, which PostgreSQL text cannot store",
+            preview(raw.get())
+        ));
+    }
+    Ok(text)
 }
 
 /// Turns a JSON number's text into the `Decimal` it denotes, or says why it cannot:
@@ -316,6 +339,47 @@ fn preview(text: &str) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_string(),
     }
+}
+
+/// The page text as PostgreSQL's `jsonb` takes it. JSON allows two escapes that `jsonb` refuses:
+/// a NUL (`\u0000`) and a surrogate without its pair (`\ud800`). Each becomes U+FFFD, as the
+/// parsed values refuse them too; every other byte stays as CoinGecko sent it.
+pub fn jsonb_storable(body: &str) -> Cow<'_, str> {
+    if !body.contains("\\u") {
+        return Cow::Borrowed(body);
+    }
+    let mut storable = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = rest.find('\\') {
+        storable.push_str(&rest[..at]);
+        let escape = &rest[at..];
+        // A backslash always starts an escape, so `\\u0000` (the text "\u0000") is kept.
+        let (keep, length) = match utf16_escape(escape) {
+            Some(0) | Some(0xDC00..=0xDFFF) => (false, 6),
+            Some(0xD800..=0xDBFF) => match utf16_escape(&escape[6..]) {
+                Some(0xDC00..=0xDFFF) => (true, 12),
+                _ => (false, 6),
+            },
+            Some(_) => (true, 6),
+            None => (
+                true,
+                1 + escape[1..].chars().next().map_or(0, char::len_utf8),
+            ),
+        };
+        storable.push_str(if keep { &escape[..length] } else { "\\ufffd" });
+        rest = &escape[length..];
+    }
+    storable.push_str(rest);
+    Cow::Owned(storable)
+}
+
+/// The code unit of a `\uXXXX` escape at the start of `text`.
+fn utf16_escape(text: &str) -> Option<u16> {
+    let hex = text.strip_prefix("\\u")?.get(..4)?;
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u16::from_str_radix(hex, 16).ok()
 }
 
 /// Gathers the pages of one fetch: keeps each coin id once (its first appearance,
@@ -414,6 +478,16 @@ mod tests {
             Entry::Quote(q) => q,
             Entry::Rejected(r) => panic!("rejected: {r:?}"),
         }
+    }
+
+    #[test]
+    fn only_escapes_jsonb_refuses_are_replaced_in_raw_pages() {
+        let plain = r#"[{"id":"a","name":"\u00e9\ud83d\ude80"}]"#;
+        assert_eq!(jsonb_storable(plain), plain);
+        assert_eq!(
+            jsonb_storable(r#"["a\u0000b","\\u0000","\"\u0000€","\ud800x","\udc00","\ud800"]"#),
+            r#"["a\ufffdb","\\u0000","\"\ufffd€","\ufffdx","\ufffd","\ufffd"]"#
+        );
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! Every statement is parameterised, and the number of statements per run does not
 //! depend on the number of coins: each table is written by one statement over arrays.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use postgres_native_tls::MakeTlsConnector;
 use rust_decimal::Decimal;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Json;
 use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
@@ -17,7 +19,7 @@ use chrono::{DateTime, Utc};
 use crate::chart::Series;
 use crate::coingecko::RawPage;
 use crate::config::{DbTls, SslMode};
-use crate::market::Quote;
+use crate::market::{jsonb_storable, Quote};
 use crate::status::RunRecord;
 use crate::summary::Summary;
 
@@ -53,10 +55,9 @@ impl<T> During<T> for Result<T, tokio_postgres::Error> {
                     if let Some(hint) = db.hint() {
                         text.push_str(&format!("; hint: {hint}"));
                     }
-                    if db.code() == &tokio_postgres::error::SqlState::UNDEFINED_TABLE {
-                        text.push_str(
-                            "; the schema is missing: run `coingecko-cdc migrate` or leave AUTO_MIGRATE on",
-                        );
+                    if let Some(advice) = advice(db.code()) {
+                        text.push_str("; ");
+                        text.push_str(advice);
                     }
                     text
                 }
@@ -69,6 +70,37 @@ impl<T> During<T> for Result<T, tokio_postgres::Error> {
             }
         })
     }
+}
+
+/// What to do about the failures an operator can fix.
+fn advice(code: &SqlState) -> Option<&'static str> {
+    Some(match *code {
+        SqlState::UNDEFINED_TABLE => {
+            "the schema is missing: run `coingecko-cdc migrate` or leave AUTO_MIGRATE on"
+        }
+        SqlState::READ_ONLY_SQL_TRANSACTION => {
+            "the database accepts no writes: point DB_HOST (or the secret's host) at the primary (writer) endpoint, not a replica, or wait for the failover to finish"
+        }
+        SqlState::DISK_FULL => {
+            "the database server's disk is full: free space (old raw pages: RAW_RETENTION_DAYS) or grow the storage"
+        }
+        _ => return None,
+    })
+}
+
+/// PostgreSQL's SQLSTATE, when a failure of another library came from one.
+fn sqlstate_in(error: &(dyn std::error::Error + 'static)) -> Option<SqlState> {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(code) = cause
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::code)
+        {
+            return Some(code.clone());
+        }
+        source = cause.source();
+    }
+    None
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -170,9 +202,16 @@ pub struct Store {
 }
 
 impl Store {
-    /// Whether the connection has died and a new one is needed.
-    pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
+    /// Whether the server still answers on this connection. A warm connection can have been
+    /// ended while the function slept (a restart, a failover, an idle timeout) without the
+    /// client having noticed yet: one empty round trip tells before a run relies on it.
+    pub async fn is_alive(&self) -> bool {
+        const PATIENCE: Duration = Duration::from_secs(5);
+        !self.client.is_closed()
+            && matches!(
+                tokio::time::timeout(PATIENCE, self.client.batch_execute("")).await,
+                Ok(Ok(()))
+            )
     }
 
     /// Applies pending migrations; safe when several processes start at once.
@@ -188,10 +227,21 @@ impl Store {
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await
             .during("releasing the migration lock")?;
-        let report = outcome.map_err(|e| StoreError {
-            action: "applying migrations",
-            detail: error_chain(&e),
-            sqlstate: None,
+        let report = outcome.map_err(|e| {
+            let mut detail = error_chain(&e);
+            let code = sqlstate_in(&e);
+            if let Some(code) = &code {
+                detail.push_str(&format!(" (SQLSTATE {})", code.code()));
+                if let Some(advice) = advice(code) {
+                    detail.push_str("; ");
+                    detail.push_str(advice);
+                }
+            }
+            StoreError {
+                action: "applying migrations",
+                detail,
+                sqlstate: code.map(|c| c.code().to_string()),
+            }
         })?;
         for migration in report.applied_migrations() {
             tracing::info!(migration = %migration, "migration applied");
@@ -222,7 +272,7 @@ impl Store {
     pub async fn fail_run(&self, run_id: Uuid, error: &str) -> Result<(), StoreError> {
         self.client
             .execute(
-                "UPDATE ingest_runs SET status = 'failed', finished_at = now(), error = $2 WHERE run_id = $1",
+                "UPDATE ingest_runs SET status = 'failed', finished_at = clock_timestamp(), error = $2 WHERE run_id = $1",
                 &[&run_id, &error],
             )
             .await
@@ -444,7 +494,7 @@ impl Apply<'_> {
     pub async fn store_raw_pages(&self, run_id: Uuid, pages: &[RawPage]) -> Result<(), StoreError> {
         let numbers: Vec<i32> = pages.iter().map(|p| p.number as i32).collect();
         let fetched_at: Vec<_> = pages.iter().map(|p| p.fetched_at).collect();
-        let bodies: Vec<&str> = pages.iter().map(|p| p.body.as_str()).collect();
+        let bodies: Vec<Cow<str>> = pages.iter().map(|p| jsonb_storable(&p.body)).collect();
         self.tx
             .execute(
                 "INSERT INTO raw_pages (run_id, page, fetched_at, payload)
@@ -468,11 +518,12 @@ impl Apply<'_> {
             .during("pruning old raw pages")
     }
 
-    /// Records the run's outcome and commits everything the run wrote.
+    /// Records the run's outcome and commits everything the run wrote. `clock_timestamp()`,
+    /// because `now()` is when the transaction began, before it waited for the run lock.
     pub async fn finish(self, run_id: Uuid, summary: &Summary) -> Result<(), StoreError> {
         self.tx
             .execute(
-                "UPDATE ingest_runs SET status = $2, finished_at = now(), summary = $3 WHERE run_id = $1",
+                "UPDATE ingest_runs SET status = $2, finished_at = clock_timestamp(), summary = $3 WHERE run_id = $1",
                 &[&run_id, &summary.status.as_str(), &Json(summary)],
             )
             .await

@@ -328,6 +328,111 @@ async fn coins_with_unusable_prices_are_counted_and_the_run_goes_on() {
     );
 }
 
+/// `bytes` characters that do not compress: PostgreSQL may not shrink them below its limits.
+fn incompressible_text(bytes: usize) -> String {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..bytes)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'!' + (state % 94) as u8)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn hostile_but_valid_text_is_stored_verbatim() {
+    let app = spawn_app().await;
+    let at = "2026-11-27T15:00:00.000Z";
+    let ids = [
+        r#"o'brien"; DROP TABLE price_history; --"#.to_string(),
+        "🚀 to the moon 🌕".to_string(),
+        "比特币-ビットコイン-비트코인".to_string(),
+        r"back\slash\n %_$1 \u0000".to_string(),
+        incompressible_text(coingecko_cdc::market::MAX_ID_BYTES),
+    ];
+    let long_name = format!(
+        r#"{{"id":"long-name","symbol":"{0}","name":"{0}","current_price":2}}"#,
+        incompressible_text(10 * 1024).replace(['"', '\\'], "x")
+    );
+    let mut coins: Vec<String> = ids.iter().map(|id| coin(id, "1.5", at)).collect();
+    coins.push(long_name.clone());
+    app.serve(&[page(&coins)]).await;
+
+    let summary = app.run().await;
+
+    assert_eq!((summary.rejected, summary.history_inserted), (0, 6));
+    for id in &ids {
+        assert_eq!(
+            app.current(id, "symbol").await.as_deref(),
+            Some(id.as_str())
+        );
+        assert_eq!(app.current(id, "name").await, Some(format!("Coin {id}")));
+        assert_eq!(app.history(id).await, ["1.5"], "{id}");
+    }
+    let name = app.current("long-name", "name").await.unwrap();
+    assert_eq!(name.len(), 10 * 1024);
+    assert!(long_name.contains(&name));
+    let raw: String = app
+        .db
+        .query_one("SELECT payload::text FROM raw_pages", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(raw.contains(&serde_json::to_string(&ids[0]).unwrap()));
+}
+
+#[tokio::test]
+async fn text_postgresql_cannot_hold_is_refused_alone_and_the_run_goes_on() {
+    let app = spawn_app().await;
+    let at = "2026-11-27T15:00:00.000Z";
+    app.serve(&[page(&[
+        coin("plain", "1", at),
+        coin("nul\u{0}id", "1", at),
+        coin(&incompressible_text(10 * 1024), "1", at),
+        r#"{"id":"nul-name","symbol":"n\u0000","name":"a\u0000b","current_price":2,"image":"\ud800"}"#.to_string(),
+        r#"{"id":"lone-surrogate","name":"\udc00","current_price":3}"#.to_string(),
+    ])])
+    .await;
+
+    let summary = app.run().await;
+
+    assert_eq!(
+        (summary.fetched, summary.rejected, summary.history_inserted),
+        (5, 2, 3)
+    );
+    assert_eq!(app.current("nul-name", "name").await, None);
+    assert_eq!(app.current("lone-surrogate", "name").await, None);
+    assert_eq!(app.current("nul-name", "price").await.as_deref(), Some("2"));
+    let raw: String = app
+        .db
+        .query_one("SELECT payload->3->>'name' FROM raw_pages", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(raw, "a\u{fffd}b", "the raw page keeps the rest of the text");
+}
+
+#[tokio::test]
+async fn ten_thousand_coins_in_one_page_are_all_stored() {
+    let mut app = spawn_app().await;
+    app.set("TOP_N", "10000");
+    app.serve(&[page(&numbered_coins(0..10_000, "0.5"))]).await;
+
+    let summary = app.run().await;
+
+    assert_eq!(
+        (summary.fetched, summary.history_inserted),
+        (10_000, 10_000)
+    );
+    assert_eq!(app.count("current_prices").await, 10_000);
+    assert_eq!(
+        app.current("coin-9999", "price").await.as_deref(),
+        Some("0.5")
+    );
+}
+
 #[tokio::test]
 async fn a_coin_on_two_pages_is_kept_once() {
     let mut app = spawn_app().await;

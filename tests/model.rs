@@ -3,16 +3,20 @@
 //! `price_history` and the summary must equal what a small reference model of the documented
 //! rule says, digit for digit. proptest shrinks a failure to a minimal sequence of runs.
 //!
-//! `CDC_MODEL_CASES` sets how many sequences are tried (default 96, about 290 runs).
+//! `CDC_MODEL_CASES` sets how many sequences are tried (default 96, about 290 runs);
+//! `CDC_OVERLAP_CASES` how many sets of 4–8 overlapping runs (default 24, about 140 runs).
 
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 
+use coingecko_cdc::summary::Summary;
 use common::{page, spawn_app, TestApp};
+use futures::future::join_all;
 use proptest::prelude::*;
 use rust_decimal::Decimal;
+use wiremock::MockServer;
 
 const COINS: [&str; 5] = ["alpha", "beta", "gamma", "delta", "epsilon"];
 /// Around 100 with steps below, at and above the usual thresholds, plus zero and tiny prices.
@@ -57,7 +61,11 @@ fn entry(run: u32) -> impl Strategy<Value = Entry> {
 }
 
 fn runs() -> impl Strategy<Value = Vec<Vec<Entry>>> {
-    (1..6u32).prop_flat_map(|count| {
+    runs_of(1..6)
+}
+
+fn runs_of(count: std::ops::Range<u32>) -> impl Strategy<Value = Vec<Vec<Entry>>> {
+    count.prop_flat_map(|count| {
         (0..count)
             .map(|run| prop::collection::vec(entry(run), 0..7))
             .collect::<Vec<_>>()
@@ -170,86 +178,172 @@ fn clock(minute: u32) -> String {
     timestamp(minute)[11..16].to_string()
 }
 
+fn assert_summary(summary: &Summary, expected: &Expected, run: &str) -> Result<(), TestCaseError> {
+    prop_assert_eq!(summary.fetched, expected.fetched, "{}: fetched", run);
+    prop_assert_eq!(summary.rejected, expected.rejected, "{}: rejected", run);
+    prop_assert_eq!(
+        summary.history_inserted,
+        expected.history_inserted,
+        "{}: history_inserted",
+        run
+    );
+    Ok(())
+}
+
+/// `current_prices` and `price_history` against the model, row for row and digit for digit.
+async fn assert_tables(app: &TestApp, model: &Model, run: &str) -> Result<(), TestCaseError> {
+    let want_current: BTreeMap<String, (Decimal, String)> = model
+        .current
+        .iter()
+        .map(|(coin, (price, minute))| (coin.to_string(), (*price, clock(*minute))))
+        .collect();
+    prop_assert_eq!(
+        stored_current(app).await,
+        want_current,
+        "{}: current_prices",
+        run
+    );
+    // Stored rows come in time order; overlapping runs may have applied an older answer last.
+    let want_history: BTreeMap<String, Vec<(String, String)>> = model
+        .history
+        .iter()
+        .map(|(coin, rows)| {
+            let mut rows = rows.clone();
+            rows.sort_by_key(|&(_, minute)| minute);
+            let rows = rows
+                .iter()
+                .map(|(p, m)| (p.to_string(), clock(*m)))
+                .collect();
+            (coin.to_string(), rows)
+        })
+        .collect();
+    prop_assert_eq!(
+        stored_history(app).await,
+        want_history,
+        "{}: price_history",
+        run
+    );
+    Ok(())
+}
+
+fn answer_page(answer: &[Entry]) -> String {
+    let coins: Vec<String> = answer
+        .iter()
+        .map(|e| {
+            common::coin(
+                COINS[e.coin],
+                e.price.unwrap_or("null"),
+                &timestamp(e.minute),
+            )
+        })
+        .collect();
+    page(&coins)
+}
+
 async fn check(threshold: &'static str, runs: Vec<Vec<Entry>>) -> Result<(), TestCaseError> {
     let mut app = spawn_app().await;
     app.set("CDC_THRESHOLD_PCT", threshold);
     let mut model = Model::default();
     for (number, answer) in runs.iter().enumerate() {
-        let coins: Vec<String> = answer
-            .iter()
-            .map(|e| {
-                common::coin(
-                    COINS[e.coin],
-                    e.price.unwrap_or("null"),
-                    &timestamp(e.minute),
-                )
-            })
-            .collect();
-        app.serve(&[page(&coins)]).await;
+        app.serve(&[answer_page(answer)]).await;
         let summary = app.run().await;
         let expected = model.apply(answer, parse(threshold));
-
-        prop_assert_eq!(summary.fetched, expected.fetched, "run {}: fetched", number);
-        prop_assert_eq!(
-            summary.rejected,
-            expected.rejected,
-            "run {}: rejected",
-            number
-        );
-        prop_assert_eq!(
-            summary.history_inserted,
-            expected.history_inserted,
-            "run {}: history_inserted",
-            number
-        );
-        let want_current: BTreeMap<String, (Decimal, String)> = model
-            .current
-            .iter()
-            .map(|(coin, (price, minute))| (coin.to_string(), (*price, clock(*minute))))
-            .collect();
-        prop_assert_eq!(
-            stored_current(&app).await,
-            want_current,
-            "run {}: current_prices",
-            number
-        );
-        let want_history: BTreeMap<String, Vec<(String, String)>> = model
-            .history
-            .iter()
-            .map(|(coin, rows)| {
-                let rows = rows
-                    .iter()
-                    .map(|(p, m)| (p.to_string(), clock(*m)))
-                    .collect();
-                (coin.to_string(), rows)
-            })
-            .collect();
-        prop_assert_eq!(
-            stored_history(&app).await,
-            want_history,
-            "run {}: price_history",
-            number
-        );
+        let run = format!("run {number}");
+        assert_summary(&summary, &expected, &run)?;
+        assert_tables(&app, &model, &run).await?;
     }
     Ok(())
 }
 
-fn cases() -> u32 {
-    std::env::var("CDC_MODEL_CASES")
+/// All runs start at once, each fetching its own answer from its own stub. They apply one at
+/// a time, so the tables must equal the model fed the same answers in the order they applied.
+async fn check_overlapping(
+    threshold: &'static str,
+    answers: Vec<Vec<Entry>>,
+) -> Result<(), TestCaseError> {
+    let mut app = spawn_app().await;
+    app.set("CDC_THRESHOLD_PCT", threshold);
+    let mut stubs = Vec::new();
+    for answer in &answers {
+        let stub = MockServer::start().await;
+        common::serve_on(&stub, &[answer_page(answer)]).await;
+        stubs.push(stub);
+    }
+
+    let uris: Vec<String> = stubs.iter().map(MockServer::uri).collect();
+    let summaries = join_all(uris.iter().map(|uri| app.try_run_from(uri, None))).await;
+
+    let summaries: Vec<Summary> = summaries
+        .into_iter()
+        .map(|s| s.expect("an overlapping run failed"))
+        .collect();
+    let applied_in_order: Vec<String> = app
+        .db
+        .query(
+            "SELECT run_id::text FROM ingest_runs ORDER BY finished_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    prop_assert_eq!(applied_in_order.len(), answers.len());
+    let mut model = Model::default();
+    for (position, run_id) in applied_in_order.iter().enumerate() {
+        let index = summaries.iter().position(|s| &s.run_id == run_id).unwrap();
+        let expected = model.apply(&answers[index], parse(threshold));
+        assert_summary(
+            &summaries[index],
+            &expected,
+            &format!("answer {index}, applied {position}"),
+        )?;
+    }
+    assert_tables(
+        &app,
+        &model,
+        &format!("after {} overlapping runs", answers.len()),
+    )
+    .await
+}
+
+fn cases(variable: &str, default: u32) -> u32 {
+    std::env::var(variable)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(96)
+        .unwrap_or(default)
+}
+
+fn block_on(
+    check: impl std::future::Future<Output = Result<(), TestCaseError>>,
+) -> Result<(), TestCaseError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(check)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases("CDC_MODEL_CASES", 96), ..ProptestConfig::default() })]
 
     #[test]
     fn the_ingest_matches_the_model_run_after_run(
         threshold in prop::sample::select(THRESHOLDS.to_vec()),
         runs in runs(),
     ) {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(check(threshold, runs))?;
+        block_on(check(threshold, runs))?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases("CDC_OVERLAP_CASES", 24), ..ProptestConfig::default() })]
+
+    #[test]
+    fn overlapping_runs_equal_the_model_in_the_order_they_applied(
+        threshold in prop::sample::select(THRESHOLDS.to_vec()),
+        answers in runs_of(4..9),
+    ) {
+        block_on(check_overlapping(threshold, answers))?;
     }
 }

@@ -32,10 +32,14 @@ pub fn fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading fixture {path}: {e}"))
 }
 
-/// A minimal coin object; `price` is JSON text, written as given.
+/// A minimal coin object named after its id; `price` is JSON text, written as given.
 pub fn coin(id: &str, price: &str, last_updated: &str) -> String {
+    let text = |s: &str| serde_json::to_string(s).unwrap();
     format!(
-        r#"{{"id":"{id}","symbol":"{id}","name":"Coin {id}","current_price":{price},"market_cap":1000,"total_volume":10,"last_updated":"{last_updated}"}}"#
+        r#"{{"id":{},"symbol":{},"name":{},"current_price":{price},"market_cap":1000,"total_volume":10,"last_updated":"{last_updated}"}}"#,
+        text(id),
+        text(id),
+        text(&format!("Coin {id}")),
     )
 }
 

@@ -82,6 +82,23 @@ impl SecurePostgres {
         }
     }
 
+    /// Restarts the server (fast shutdown: sessions are ended), as a failover or a patch would.
+    pub fn restart(&self) {
+        run_as_postgres(
+            &self.bindir.join("pg_ctl"),
+            &[
+                "-D",
+                self.dir.join("data").to_str().unwrap(),
+                "-l",
+                self.dir.join("log").to_str().unwrap(),
+                "-m",
+                "fast",
+                "-w",
+                "restart",
+            ],
+        );
+    }
+
     /// A URL for `user` on this server (TLS not forced: the caller's sslmode decides).
     pub fn url(&self, user: &str, password: &str, dbname: &str) -> String {
         format!(
