@@ -4,6 +4,8 @@
 //! the HTTP client, the TLS setup, the secret (cached with a TTL) and the connection
 //! (opened again only when it has closed).
 
+use std::time::Duration;
+
 use tokio::sync::Mutex;
 
 use crate::config::Config;
@@ -52,8 +54,13 @@ impl<S: SecretSource> App<S> {
         &mut self.ingest
     }
 
-    /// One run on the warm connection, reconnecting first if it has died.
-    pub async fn run(&self, trigger_id: Option<String>) -> Result<Summary, AppError> {
+    /// One run on the warm connection, reconnecting first if it has died; `time_left` bounds
+    /// it when the caller has a deadline (the Lambda's).
+    pub async fn run(
+        &self,
+        trigger_id: Option<String>,
+        time_left: Option<Duration>,
+    ) -> Result<Summary, AppError> {
         let mut guard = self.store.lock().await;
         let (slot, migrated) = &mut *guard;
         let store = match slot.take() {
@@ -64,7 +71,7 @@ impl<S: SecretSource> App<S> {
             store.migrate().await?;
             *migrated = true;
         }
-        match self.ingest.run(store, trigger_id).await {
+        match self.ingest.run(store, trigger_id, time_left).await {
             Err(RunError::Unrecorded { run_id, error }) => {
                 // The connection died with the run: record the failure on a new one, which the
                 // next run then uses.

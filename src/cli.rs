@@ -112,7 +112,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Migrate => app.migrate().await?,
         Command::Run { .. } => {
-            let summary = app.run(trigger_id).await?;
+            let summary = app.run(trigger_id, None).await?;
             println!("{}", serde_json::to_string(&summary)?);
         }
         Command::Status {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
-use tokio::time::Instant;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::config::{ApiPlan, CoinGeckoConfig, CoinSelection};
 use crate::market::{api_error_message, parse_page, Market, PageError, ParsedPage};
@@ -32,14 +32,53 @@ pub enum FetchError {
         attempts: u32,
         last: String,
     },
-    #[error("CoinGecko page {page} did not arrive within the fetch budget of {budget:?} (FETCH_BUDGET_SECS); last error: {last}")]
+    #[error("CoinGecko page {page} did not arrive within {limit}; last error: {last}")]
     OutOfTime {
         page: u32,
-        budget: Duration,
+        limit: TimeLimit,
         last: String,
+    },
+    #[error("fetching {pages} pages at {calls_per_min} requests a minute (COINGECKO_MAX_CALLS_PER_MIN) takes at least {needed:?}, more than {limit}: raise COINGECKO_MAX_CALLS_PER_MIN if your CoinGecko plan allows it, give the fetch more time, or lower TOP_N")]
+    TooSlowForTheTimeLeft {
+        pages: u64,
+        calls_per_min: u32,
+        needed: Duration,
+        limit: TimeLimit,
     },
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+}
+
+/// How long a fetch may take, and which setting says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeLimit {
+    pub duration: Duration,
+    /// Set by the Lambda's deadline rather than by `FETCH_BUDGET_SECS`.
+    pub by_deadline: bool,
+}
+
+impl std::fmt::Display for TimeLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.by_deadline {
+            write!(f, "the {:?} left before the function times out, less the apply's DB_LOCK_TIMEOUT_SECS and DB_STATEMENT_TIMEOUT_SECS (raise the function's Timeout)", self.duration)
+        } else {
+            write!(
+                f,
+                "the fetch budget of {:?} (FETCH_BUDGET_SECS)",
+                self.duration
+            )
+        }
+    }
+}
+
+/// Requests a minute when `COINGECKO_MAX_CALLS_PER_MIN` is unset: CoinGecko's published limits
+/// for the keyless public API, the Demo plan and the paid plans (Analyst and above).
+fn plan_calls_per_min(plan: ApiPlan, has_key: bool) -> u32 {
+    match (plan, has_key) {
+        (ApiPlan::Pro, _) => 500,
+        (ApiPlan::Demo, true) => 30,
+        (ApiPlan::Demo, false) => 10,
+    }
 }
 
 /// A page as received: kept for the raw table.
@@ -82,9 +121,17 @@ enum AttemptError {
     Fatal(FetchError),
 }
 
+/// The limits of one fetch: when it must end, and the pace of its requests.
+struct Fetch {
+    deadline: Instant,
+    limit: TimeLimit,
+    pacer: Interval,
+}
+
 pub struct CoinGeckoClient {
     http: reqwest::Client,
     config: CoinGeckoConfig,
+    calls_per_min: u32,
 }
 
 impl CoinGeckoClient {
@@ -105,7 +152,14 @@ impl CoinGeckoClient {
             .user_agent(concat!("coingecko-cdc/", env!("CARGO_PKG_VERSION")))
             .default_headers(headers)
             .build()?;
-        Ok(Self { http, config })
+        let calls_per_min = config
+            .max_calls_per_min
+            .unwrap_or_else(|| plan_calls_per_min(config.plan, config.api_key.is_some()));
+        Ok(Self {
+            http,
+            config,
+            calls_per_min,
+        })
     }
 
     pub fn vs_currency(&self) -> &str {
@@ -121,9 +175,42 @@ impl CoinGeckoClient {
         coins.div_ceil(PER_PAGE) as u64
     }
 
-    /// Fetches pages until the selection is complete or a page comes back short.
-    pub async fn fetch(&self, progress: &dyn FetchProgress) -> Result<Fetched, FetchError> {
-        let deadline = Instant::now() + self.config.fetch_budget;
+    /// Fetches pages until the selection is complete or a page comes back short, starting at
+    /// most `COINGECKO_MAX_CALLS_PER_MIN` requests a minute, retries included, within
+    /// `FETCH_BUDGET_SECS` or `time_left`, whichever is shorter.
+    pub async fn fetch(
+        &self,
+        progress: &dyn FetchProgress,
+        time_left: Option<Duration>,
+    ) -> Result<Fetched, FetchError> {
+        let limit = match time_left {
+            Some(left) if left < self.config.fetch_budget => TimeLimit {
+                duration: left,
+                by_deadline: true,
+            },
+            _ => TimeLimit {
+                duration: self.config.fetch_budget,
+                by_deadline: false,
+            },
+        };
+        let spacing = Duration::from_secs(60) / self.calls_per_min;
+        let pages = self.expected_pages();
+        let needed = spacing * pages.saturating_sub(1) as u32;
+        if needed > limit.duration {
+            return Err(FetchError::TooSlowForTheTimeLeft {
+                pages,
+                calls_per_min: self.calls_per_min,
+                needed,
+                limit,
+            });
+        }
+        let mut pacer = tokio::time::interval(spacing);
+        pacer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut fetch = Fetch {
+            deadline: Instant::now() + limit.duration,
+            limit,
+            pacer,
+        };
         let limit = match &self.config.selection {
             CoinSelection::Top(n) => Some(*n),
             CoinSelection::Ids(_) => None,
@@ -131,7 +218,7 @@ impl CoinGeckoClient {
         let mut market = Market::new(limit);
         let mut pages = Vec::new();
         for number in 1.. {
-            let (body, parsed) = self.fetch_page(number, deadline).await?;
+            let (body, parsed) = self.fetch_page(number, &mut fetch).await?;
             let short = parsed.entries.len() < PER_PAGE;
             market.add_page(parsed);
             pages.push(RawPage {
@@ -151,7 +238,7 @@ impl CoinGeckoClient {
     async fn fetch_page(
         &self,
         page: u32,
-        deadline: Instant,
+        fetch: &mut Fetch,
     ) -> Result<(String, ParsedPage), FetchError> {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(FIRST_RETRY_DELAY)
@@ -162,7 +249,7 @@ impl CoinGeckoClient {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (backoff, last) = match self.attempt(page, deadline).await {
+            let (backoff, last) = match self.attempt(page, fetch).await {
                 Ok(fetched) => return Ok(fetched),
                 Err(AttemptError::Fatal(e)) => return Err(e),
                 Err(AttemptError::RateLimited {
@@ -178,10 +265,10 @@ impl CoinGeckoClient {
                     last,
                 });
             };
-            if Instant::now() + wait >= deadline {
+            if Instant::now() + wait >= fetch.deadline {
                 return Err(FetchError::OutOfTime {
                     page,
-                    budget: self.config.fetch_budget,
+                    limit: fetch.limit,
                     last: format!("{last}; the next attempt would be in {wait:?}"),
                 });
             }
@@ -193,14 +280,16 @@ impl CoinGeckoClient {
     async fn attempt(
         &self,
         page: u32,
-        deadline: Instant,
+        fetch: &mut Fetch,
     ) -> Result<(String, ParsedPage), AttemptError> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        fetch.pacer.tick().await;
+        let remaining = fetch.deadline.saturating_duration_since(Instant::now());
+        let limit = fetch.limit;
         let out_of_time = || {
             AttemptError::Fatal(FetchError::OutOfTime {
                 page,
-                budget: self.config.fetch_budget,
-                last: "the budget ran out during the request".into(),
+                limit,
+                last: "the time ran out during the request".into(),
             })
         };
         if remaining.is_zero() {

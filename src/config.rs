@@ -101,6 +101,8 @@ pub struct CoinGeckoConfig {
     pub request_timeout: Duration,
     /// Everything the fetch may take, retries and waits included.
     pub fetch_budget: Duration,
+    /// Requests a minute; unset: what the plan allows (see `CoinGeckoClient::new`).
+    pub max_calls_per_min: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +168,10 @@ impl Config {
                 1,
             )?),
             fetch_budget: Duration::from_secs(env.parse_at_least("FETCH_BUDGET_SECS", 60, 1)?),
+            max_calls_per_min: match env.text("COINGECKO_MAX_CALLS_PER_MIN") {
+                Some(_) => Some(env.parse_at_least("COINGECKO_MAX_CALLS_PER_MIN", 1, 1)?),
+                None => None,
+            },
         };
 
         let ingest = IngestConfig {
@@ -399,6 +405,7 @@ mod tests {
             ("STORE_RAW", "maybe"),
             ("RAW_RETENTION_DAYS", "-3"),
             ("DB_LOCK_TIMEOUT_SECS", "0"),
+            ("COINGECKO_MAX_CALLS_PER_MIN", "0"),
             ("DB_STATEMENT_TIMEOUT_SECS", "soon"),
             ("AUTO_MIGRATE", "sometimes"),
             ("VS_CURRENCY", "us d"),

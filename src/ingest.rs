@@ -1,5 +1,7 @@
 //! One run: fetch every page first, then apply it all in one transaction.
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -58,10 +60,12 @@ impl Ingest {
     }
 
     /// One run. A failed run writes nothing to the price tables and is recorded as failed.
+    /// `time_left`: how long the caller may still take (the Lambda's deadline), if it is bounded.
     pub async fn run(
         &self,
         store: &mut Store,
         trigger_id: Option<String>,
+        time_left: Option<Duration>,
     ) -> Result<Summary, RunError> {
         let started = Instant::now();
         if let Some(trigger) = &trigger_id {
@@ -72,8 +76,11 @@ impl Ingest {
         }
         let run_id = Uuid::now_v7();
         store.start_run(run_id, trigger_id.as_deref()).await?;
+        // The apply may wait this long for the lock and its statement: the fetch leaves it that.
+        let apply_bound = self.settings.lock_timeout + self.settings.statement_timeout;
+        let fetch_time_left = time_left.map(|left| left.saturating_sub(apply_bound));
         let outcome = self
-            .fetch_and_apply(store, run_id, trigger_id, started)
+            .fetch_and_apply(store, run_id, trigger_id, started, fetch_time_left)
             .await;
         match &outcome {
             Ok(summary) => tracing::info!(
@@ -100,8 +107,12 @@ impl Ingest {
         run_id: Uuid,
         trigger_id: Option<String>,
         started: Instant,
+        fetch_time_left: Option<Duration>,
     ) -> Result<Summary, RunError> {
-        let Fetched { market, pages } = self.coingecko.fetch(self.progress.as_ref()).await?;
+        let Fetched { market, pages } = self
+            .coingecko
+            .fetch(self.progress.as_ref(), fetch_time_left)
+            .await?;
         log_problems(&market);
         let vs_currency = self.coingecko.vs_currency();
         let quotes: Vec<&Quote> = market.quotes().collect();

@@ -1,6 +1,8 @@
 //! The Lambda edge: turns an event into a run and the run into the function's result.
 
-use lambda_runtime::{Diagnostic, LambdaEvent};
+use std::time::Duration;
+
+use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde_json::{json, Value};
 
 use crate::app::{App, AppError};
@@ -42,12 +44,19 @@ pub async fn handle<S: SecretSource>(
     event: LambdaEvent<Value>,
 ) -> Result<Summary, FunctionError> {
     let trigger_id = trigger::trigger_id(&event.payload)?;
-    let summary = app.run(trigger_id).await?;
+    let summary = app.run(trigger_id, time_left(&event.context)).await?;
     println!(
         "{}",
         metrics_record(&summary, chrono::Utc::now().timestamp_millis())
     );
     Ok(summary)
+}
+
+/// The time until the invocation's deadline (epoch milliseconds). None when there is no usable
+/// one: `cargo lambda watch` sends `600000`, a duration rather than a time.
+fn time_left(context: &Context) -> Option<Duration> {
+    let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).ok()?;
+    (context.deadline > now_ms).then(|| Duration::from_millis(context.deadline - now_ms))
 }
 
 /// A CloudWatch Embedded Metric Format record: a log line that CloudWatch turns into metrics.

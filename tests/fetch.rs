@@ -2,11 +2,12 @@
 
 mod common;
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use common::{fixture, numbered_coins, page, spawn_app};
 use wiremock::matchers::{header, method, path, query_param};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 fn markets() -> wiremock::MockBuilder {
     Mock::given(method("GET")).and(path("/coins/markets"))
@@ -257,4 +258,65 @@ async fn a_stalled_answer_times_out_and_counts_as_an_attempt() {
         "{error}"
     );
     assert_eq!(app.count("current_prices").await, 0);
+}
+
+/// Full pages of distinct coins for any page number; records when each request came.
+#[derive(Default)]
+struct EndlessMarket {
+    arrivals: Mutex<Vec<Instant>>,
+}
+
+impl Respond for &'static EndlessMarket {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        self.arrivals.lock().unwrap().push(Instant::now());
+        let number: usize = request
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "page")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(1);
+        let first = (number - 1) * 250;
+        ResponseTemplate::new(200).set_body_string(page(&numbered_coins(first..first + 250, "1")))
+    }
+}
+
+#[tokio::test]
+async fn requests_are_spaced_to_stay_under_the_calls_per_minute() {
+    let mut app = spawn_app().await;
+    app.set("TOP_N", "1000");
+    app.set("COINGECKO_MAX_CALLS_PER_MIN", "240");
+    let market: &'static EndlessMarket = Box::leak(Box::default());
+    markets().respond_with(market).mount(&app.coingecko).await;
+
+    assert_eq!(app.run().await.fetched, 1000);
+
+    let arrivals = market.arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 4);
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        // 240 a minute: one every 250 ms (a few ms of timer slack allowed).
+        assert!(
+            gap >= Duration::from_millis(245),
+            "{gap:?} between requests"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_crawl_that_cannot_fit_its_time_fails_before_its_first_request() {
+    let mut app = spawn_app().await;
+    app.set("TOP_N", "17500");
+    app.set("COINGECKO_API_KEY", "demo-key");
+    app.set("COINGECKO_MAX_CALLS_PER_MIN", "");
+
+    let error = app.try_run(None).await.unwrap_err().to_string();
+
+    assert!(
+        error.contains("70 pages at 30 requests a minute (COINGECKO_MAX_CALLS_PER_MIN)")
+            && error.contains("138s")
+            && error.contains("FETCH_BUDGET_SECS")
+            && error.contains("TOP_N"),
+        "{error}"
+    );
+    assert!(requested_pages(&app.coingecko).await.is_empty());
 }

@@ -104,6 +104,39 @@ async fn a_failed_run_is_a_function_error_named_after_its_cause() {
 }
 
 #[tokio::test]
+async fn a_crawl_longer_than_the_time_left_before_the_deadline_fails_before_fetching() {
+    let app = spawn_app().await;
+    let function = app
+        .app_with(
+            &[
+                ("TOP_N", "2500"),
+                ("COINGECKO_MAX_CALLS_PER_MIN", "10"),
+                ("FETCH_BUDGET_SECS", "900"),
+                ("DB_LOCK_TIMEOUT_SECS", "5"),
+                ("DB_STATEMENT_TIMEOUT_SECS", "5"),
+            ],
+            MemorySecrets::default(),
+        )
+        .await;
+    // 60 s to go, 10 of them kept for the apply: 50 s for 10 pages, 6 s apart, which need 54 s.
+    let mut context = Context::default();
+    context.deadline = (chrono::Utc::now().timestamp_millis() + 60_000) as u64;
+    let event = LambdaEvent::new(serde_json::json!({}), context);
+
+    let diagnostic: Diagnostic = handle(&function, event).await.unwrap_err().into();
+
+    assert_eq!(diagnostic.error_type, "CoinGeckoFailed");
+    let message = diagnostic.error_message;
+    assert!(
+        message.contains("10 pages at 10 requests a minute")
+            && message.contains("54s")
+            && message.contains("before the function times out"),
+        "{message}"
+    );
+    assert!(app.coingecko.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn credentials_come_from_the_secret_once_and_the_connection_stays_warm() {
     let app = spawn_app().await;
     app.serve(&[fixture("markets-2024-09-05.json")]).await;

@@ -59,10 +59,13 @@ async fn both_secret_shapes_reach_the_database() {
             client.clone(),
         )
         .await;
-    assert_eq!(from_master.run(None).await.unwrap().history_inserted, 100);
+    assert_eq!(
+        from_master.run(None, None).await.unwrap().history_inserted,
+        100
+    );
 
     let from_full = app.app_with(&[("DB_SECRET_ID", &full)], client).await;
-    assert_eq!(from_full.run(None).await.unwrap().unchanged, 100);
+    assert_eq!(from_full.run(None, None).await.unwrap().unchanged, 100);
 }
 
 #[tokio::test]
@@ -79,7 +82,7 @@ async fn a_missing_secret_is_an_error_that_names_it() {
         )
         .await;
 
-    let error = function.run(None).await.unwrap_err().to_string();
+    let error = function.run(None, None).await.unwrap_err().to_string();
 
     assert!(
         error.contains("cdc-test/does-not-exist") && error.contains("GetSecretValue"),
@@ -106,7 +109,7 @@ async fn the_api_key_can_come_from_secrets_manager() {
         .app_with(&[("COINGECKO_API_KEY_SECRET_ID", &key)], client)
         .await;
 
-    assert_eq!(function.run(None).await.unwrap().fetched, 100);
+    assert_eq!(function.run(None, None).await.unwrap().fetched, 100);
 }
 
 /// Everything the tracing subscriber writes, to search for leaked secrets.
@@ -160,7 +163,10 @@ async fn a_rotated_password_is_fetched_again_and_no_secret_reaches_logs_or_error
             },
         )
         .await;
-    assert_eq!(function.run(None).await.unwrap().history_inserted, 100);
+    assert_eq!(
+        function.run(None, None).await.unwrap().history_inserted,
+        100
+    );
 
     // Rotation: a new password in the database and in the secret, and the warm
     // connection gone (as after an idle timeout), so the cached password is stale.
@@ -174,7 +180,7 @@ async fn a_rotated_password_is_fetched_again_and_no_secret_reaches_logs_or_error
     server.disconnect("ingest").await;
 
     let after_rotation = function
-        .run(None)
+        .run(None, None)
         .await
         .expect("reconnects with the rotated password");
     assert_eq!(after_rotation.unchanged, 100);
@@ -187,7 +193,7 @@ async fn a_rotated_password_is_fetched_again_and_no_secret_reaches_logs_or_error
     // A password the database refuses even after fetching again: a clear error without it.
     server.set_password("ingest", "third-Pa55word").await;
     server.disconnect("ingest").await;
-    let error = function.run(None).await.unwrap_err().to_string();
+    let error = function.run(None, None).await.unwrap_err().to_string();
     assert!(
         error.contains("28P01") && error.contains("ingest"),
         "{error}"

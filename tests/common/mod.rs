@@ -91,6 +91,11 @@ pub async fn spawn_app() -> TestApp {
     let env = HashMap::from([
         ("DATABASE_URL".to_string(), database_url.clone()),
         ("COINGECKO_BASE_URL".to_string(), coingecko.uri()),
+        // The stub has no rate limit to respect; the pacing tests set their own.
+        (
+            "COINGECKO_MAX_CALLS_PER_MIN".to_string(),
+            "60000".to_string(),
+        ),
     ]);
     let app = TestApp {
         coingecko,
@@ -165,7 +170,7 @@ impl TestApp {
                 SecretsManager::default(),
             )
             .await;
-        app.run(trigger_id.map(String::from)).await
+        app.run(trigger_id.map(String::from), None).await
     }
 
     /// What the CLI and the Lambda build, from this app's settings plus `extra`.
