@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use postgres_native_tls::MakeTlsConnector;
+use refinery::{SchemaVersion, Target};
 use rust_decimal::Decimal;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Json;
@@ -216,11 +217,18 @@ impl Store {
 
     /// Applies pending migrations; safe when several processes start at once.
     pub async fn migrate(&mut self) -> Result<(), StoreError> {
+        self.migrate_to(None).await
+    }
+
+    /// Applies migrations up to `version`, or all of them.
+    pub async fn migrate_to(&mut self, version: Option<SchemaVersion>) -> Result<(), StoreError> {
         self.client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
             .during("waiting for the migration lock")?;
+        let target = version.map_or(Target::Latest, Target::Version);
         let outcome = embedded::migrations::runner()
+            .set_target(target)
             .run_async(&mut self.client)
             .await;
         self.client
@@ -458,6 +466,20 @@ impl Apply<'_> {
         let prices: Vec<Decimal> = quotes.iter().map(|q| q.price).collect();
         let ranks: Vec<Option<i32>> = quotes.iter().map(|q| q.market_cap_rank).collect();
         let updated: Vec<_> = quotes.iter().map(|q| q.source_updated_at).collect();
+        let recorded_times: Vec<_> = updated
+            .iter()
+            .zip(recordable)
+            .filter_map(|(at, &record)| record.then_some(*at))
+            .collect();
+        // History rows need their month's partition; next month's is made ahead, off the
+        // critical path of the first run of that month. Rows without a time get now().
+        self.tx
+            .execute(
+                "SELECT price_history_make_partitions($1::timestamptz[] || ARRAY[now(), now() + interval '1 month'])",
+                &[&recorded_times],
+            )
+            .await
+            .during("making the partitions of price_history")?;
         let row = self
             .tx
             .query_one(

@@ -55,6 +55,8 @@ async fn the_ingest_role_runs_an_ingest_and_can_do_nothing_more() {
         "ALTER TABLE current_prices ADD COLUMN intruder int",
         "DROP TABLE raw_pages",
         "DROP VIEW latest_prices",
+        "ALTER TABLE price_history DETACH PARTITION price_history_2024_09",
+        "DROP TABLE price_history_2024_09",
     ] {
         let error = ingest.batch_execute(statement).await.unwrap_err();
         let code = error.as_db_error().map(|db| db.code().code().to_string());
