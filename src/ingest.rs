@@ -9,7 +9,7 @@ use crate::cdc;
 use crate::coingecko::{CoinGeckoClient, FetchError, FetchProgress, Fetched, LogProgress};
 use crate::config::{CoinGeckoConfig, IngestConfig};
 use crate::market::{Market, Quote};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Written};
 use crate::summary::{Counts, Summary};
 
 #[derive(Debug, thiserror::Error)]
@@ -154,13 +154,7 @@ impl Ingest {
             apply.store_raw_pages(run_id, &pages).await?;
         }
 
-        let counts = Counts {
-            fetched: market.len() as u64,
-            rejected: market.rejections().count() as u64,
-            upserted: written.upserted,
-            history_inserted: written.history_inserted,
-            pages: pages.len() as u64,
-        };
+        let counts = counts(&market, written, pages.len());
         let summary = Summary::succeeded(
             run_id.to_string(),
             trigger_id,
@@ -170,6 +164,17 @@ impl Ingest {
         );
         apply.finish(run_id, &summary).await?;
         Ok(summary)
+    }
+}
+
+/// What a run's summary counts, from what it fetched and what its apply wrote.
+pub fn counts(market: &Market, written: Written, pages: usize) -> Counts {
+    Counts {
+        fetched: market.len() as u64,
+        rejected: market.rejections().count() as u64,
+        upserted: written.upserted,
+        history_inserted: written.history_inserted,
+        pages: pages as u64,
     }
 }
 

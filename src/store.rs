@@ -28,6 +28,8 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
+/// Raw pages per statement: about 2 MB of text for full pages.
+const RAW_PAGES_PER_STATEMENT: usize = 10;
 /// The advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x6367_6364_635f_6d67;
 /// The advisory lock that serialises the apply of runs (also for operators who need to hold runs off).
@@ -513,19 +515,23 @@ impl Apply<'_> {
         })
     }
 
+    /// Stores the pages a batch at a time: one statement per batch keeps the statement count
+    /// independent of the coins while bounding the memory of the encoded batch.
     pub async fn store_raw_pages(&self, run_id: Uuid, pages: &[RawPage]) -> Result<(), StoreError> {
-        let numbers: Vec<i32> = pages.iter().map(|p| p.number as i32).collect();
-        let fetched_at: Vec<_> = pages.iter().map(|p| p.fetched_at).collect();
-        let bodies: Vec<Cow<str>> = pages.iter().map(|p| jsonb_storable(&p.body)).collect();
-        self.tx
-            .execute(
-                "INSERT INTO raw_pages (run_id, page, fetched_at, payload)
-                 SELECT $1, page, fetched_at, body::jsonb
-                 FROM unnest($2::int[], $3::timestamptz[], $4::text[]) AS p(page, fetched_at, body)",
-                &[&run_id, &numbers, &fetched_at, &bodies],
-            )
-            .await
-            .during("storing the raw pages")?;
+        for batch in pages.chunks(RAW_PAGES_PER_STATEMENT) {
+            let numbers: Vec<i32> = batch.iter().map(|p| p.number as i32).collect();
+            let fetched_at: Vec<_> = batch.iter().map(|p| p.fetched_at).collect();
+            let bodies: Vec<Cow<str>> = batch.iter().map(|p| jsonb_storable(&p.body)).collect();
+            self.tx
+                .execute(
+                    "INSERT INTO raw_pages (run_id, page, fetched_at, payload)
+                     SELECT $1, page, fetched_at, body::jsonb
+                     FROM unnest($2::int[], $3::timestamptz[], $4::text[]) AS p(page, fetched_at, body)",
+                    &[&run_id, &numbers, &fetched_at, &bodies],
+                )
+                .await
+                .during("storing the raw pages")?;
+        }
         Ok(())
     }
 

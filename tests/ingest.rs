@@ -434,6 +434,28 @@ async fn ten_thousand_coins_in_one_page_are_all_stored() {
 }
 
 #[tokio::test]
+async fn every_page_of_a_long_crawl_is_kept_raw() {
+    let mut app = spawn_app().await;
+    app.set("TOP_N", "2750");
+    let pages: Vec<String> = (0..11)
+        .map(|n| page(&numbered_coins(n * 250..(n + 1) * 250, "1")))
+        .collect();
+    app.serve(&pages).await;
+
+    assert_eq!(app.run().await.pages, 11);
+
+    let stored: Vec<i32> = app
+        .db
+        .query("SELECT page FROM raw_pages ORDER BY page", &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, (1..=11).collect::<Vec<_>>());
+}
+
+#[tokio::test]
 async fn a_coin_on_two_pages_is_kept_once() {
     let mut app = spawn_app().await;
     app.set("TOP_N", "1000");

@@ -1,0 +1,929 @@
+//! The apply of a steady-state run, against the per-coin design it replaces and a bare insert.
+//!
+//! `cargo bench --bench apply` serves coins derived from the recorded answers
+//! (`tests/fixtures/coingecko`) from a local CoinGecko stub, in pages of 250, and writes to fresh
+//! databases `cdc_bench_<uuid>` on the local PostgreSQL (`DATABASE_URL` names another server).
+//! For each size, run 1 loads every coin into a template database; each sample then starts from a
+//! copy of it and measures run 2, in which one coin in ten moved +2% and every coin has a new
+//! `last_updated`:
+//! - ours: the steps of `Ingest::fetch_and_apply` through the public store API, timed one by one;
+//! - baseline: the per-coin design (a prepared read, then an insert and an upsert per coin);
+//! - floor: one bare INSERT of the same rows into an unindexed copy of `current_prices`;
+//! - the real `coingecko-cdc run` process: its peak RSS, and that an identical re-run writes nothing.
+//!
+//! A proxy counts the statements the client sends. Settings: `SIZES` (default `250,2500,17500`),
+//! `SAMPLES` (default 5; medians are printed), `CDC_THRESHOLD_PCT` (default 0.5), `HISTORY_ROWS`
+//! (default 0; otherwise the apply at the largest size is also measured with that many rows in
+//! `price_history`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::ops::Sub;
+use std::process::Stdio;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use chrono::{TimeZone, Utc};
+use coingecko_cdc::coingecko::{CoinGeckoClient, Fetched, LogProgress, PER_PAGE};
+use coingecko_cdc::config::{Config, DbTls, SslMode};
+use coingecko_cdc::market::{exact_decimal, Quote};
+use coingecko_cdc::store::{Connector, Store, Written};
+use coingecko_cdc::summary::Summary;
+use coingecko_cdc::{cdc, ingest};
+use rust_decimal::Decimal;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+use uuid::Uuid;
+use wiremock::MockServer;
+
+const FIXTURES: [&str; 3] = [
+    "markets-2024-09-05.json",
+    "markets-2024-09-08.json",
+    "markets-2026-04-30.json",
+];
+/// In every run after the first, one coin in this many moves past the threshold.
+const MOVED_ONE_IN: usize = 10;
+const ROUND_TRIP: Duration = Duration::from_millis(1);
+
+type CoinObject = BTreeMap<String, Box<RawValue>>;
+type Param<'a> = &'a (dyn ToSql + Sync);
+
+fn recorded_coins() -> Result<Vec<CoinObject>> {
+    let mut coins = Vec::new();
+    for name in FIXTURES {
+        let parsed: Vec<CoinObject> = serde_json::from_str(&common::fixture(name))
+            .with_context(|| format!("{name}: not an array of coin objects"))?;
+        coins.extend(parsed);
+    }
+    Ok(coins)
+}
+
+/// The pages CoinGecko would serve in `round` (1: the first load). Coin `i` is recorded coin
+/// `i % 300` renamed `<id>-<i>`; from round 2 on, another tenth of the coins moves +2% in each
+/// round (rounded to 8 significant digits, as CoinGecko writes prices) and every coin has a new
+/// `last_updated`.
+fn answer(recorded: &[CoinObject], coins: usize, round: usize) -> Result<Vec<String>> {
+    let raw = |json: String| RawValue::from_string(json).context("generated JSON");
+    let at = Utc.with_ymd_and_hms(2026, 11, 27, 15, 0, 0).unwrap()
+        + chrono::Duration::minutes(5 * round as i64);
+    let last_updated = raw(format!("\"{}\"", at.format("%Y-%m-%dT%H:%M:%S%.3fZ")))?;
+    let mut objects = Vec::with_capacity(coins);
+    for i in 0..coins {
+        let mut coin = recorded[i % recorded.len()].clone();
+        let id: String = serde_json::from_str(coin["id"].get())?;
+        coin.insert("id".into(), raw(format!("\"{id}-{i}\""))?);
+        let moves = (2..=round).filter(|r| r % MOVED_ONE_IN == i % MOVED_ONE_IN);
+        let mut price = exact_decimal(coin["current_price"].get()).map_err(anyhow::Error::msg)?;
+        for _ in moves {
+            price = (price * Decimal::new(102, 2))
+                .round_sf(8)
+                .unwrap()
+                .normalize();
+            coin.insert("current_price".into(), raw(price.to_string())?);
+        }
+        coin.insert("last_updated".into(), last_updated.clone());
+        objects.push(serde_json::to_string(&coin)?);
+    }
+    Ok(objects
+        .chunks(PER_PAGE)
+        .map(|page| format!("[{}]", page.join(",")))
+        .collect())
+}
+
+/// What crossed the wire from the client to PostgreSQL.
+#[derive(Debug, Clone, Copy, Default)]
+struct Wire {
+    /// Simple queries ('Q') and executes ('E').
+    statements: u64,
+    /// Messages tokio-postgres waits for an answer to: 'Q', 'E' and 'P' (parsing a statement that
+    /// was not prepared beforehand takes a round trip of its own).
+    round_trips: u64,
+}
+
+impl Sub for Wire {
+    type Output = Wire;
+    fn sub(self, earlier: Wire) -> Wire {
+        Wire {
+            statements: self.statements - earlier.statements,
+            round_trips: self.round_trips - earlier.round_trips,
+        }
+    }
+}
+
+#[derive(Default)]
+struct WireCounts {
+    statements: AtomicU64,
+    round_trips: AtomicU64,
+}
+
+impl WireCounts {
+    fn read(&self) -> Wire {
+        Wire {
+            statements: self.statements.load(Ordering::SeqCst),
+            round_trips: self.round_trips.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Splits the client's stream into messages: first the startup packet (length, no type byte),
+/// then type byte + length. Only headers are kept; bodies are skipped as they stream past.
+#[derive(Default)]
+struct FrontendParser {
+    started: bool,
+    header: Vec<u8>,
+    skip: usize,
+}
+
+impl FrontendParser {
+    fn feed(&mut self, mut bytes: &[u8], counts: &WireCounts) {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let header_len = if self.started { 5 } else { 4 };
+            let n = (header_len - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() < header_len {
+                return;
+            }
+            let length = &self.header[header_len - 4..];
+            self.skip = u32::from_be_bytes(length.try_into().unwrap()) as usize - 4;
+            if self.started {
+                let kind = self.header[0];
+                if matches!(kind, b'Q' | b'E') {
+                    counts.statements.fetch_add(1, Ordering::SeqCst);
+                }
+                if matches!(kind, b'Q' | b'E' | b'P') {
+                    counts.round_trips.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            self.started = true;
+            self.header.clear();
+        }
+    }
+}
+
+/// A TCP proxy in front of PostgreSQL: forwards bytes unchanged and counts the client's messages.
+async fn start_proxy(upstream: String, counts: Arc<WireCounts>) -> Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            match TcpStream::connect(&upstream).await {
+                Ok(server) => drop(tokio::spawn(relay(client, server, counts.clone()))),
+                // Dropping the client makes its connect fail, which says where it was going.
+                Err(e) => eprintln!("proxy: PostgreSQL at {upstream} is not reachable: {e}"),
+            }
+        }
+    });
+    Ok(address)
+}
+
+async fn relay(client: TcpStream, server: TcpStream, counts: Arc<WireCounts>) {
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    let upstream = async {
+        let mut parser = FrontendParser::default();
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let n = from_client.read(&mut buffer).await?;
+            if n == 0 {
+                return to_server.shutdown().await;
+            }
+            parser.feed(&buffer[..n], &counts);
+            to_server.write_all(&buffer[..n]).await?;
+        }
+    };
+    let downstream = tokio::io::copy(&mut from_server, &mut to_client);
+    // Either side hanging up ends the session; how it ended does not matter to the counts.
+    let _ = tokio::join!(upstream, downstream);
+}
+
+/// The server the bench creates its databases on, and the counting proxy in front of it.
+struct Server {
+    url: url::Url,
+    admin: Client,
+    proxy: SocketAddr,
+    wire: Arc<WireCounts>,
+    /// Databases not dropped yet, so that a failed bench leaves none behind.
+    created: Mutex<Vec<String>>,
+}
+
+impl Server {
+    async fn start() -> Result<Self> {
+        let server = common::server_url();
+        let url = url::Url::parse(&server).context("DATABASE_URL must be a postgres:// URL")?;
+        let host = url.host_str().context("DATABASE_URL needs a host")?;
+        let wire = Arc::new(WireCounts::default());
+        let upstream = format!("{host}:{}", url.port().unwrap_or(5432));
+        Ok(Self {
+            admin: common::connect(&server).await,
+            proxy: start_proxy(upstream, wire.clone()).await?,
+            url,
+            wire,
+            created: Mutex::default(),
+        })
+    }
+
+    /// A new database `cdc_bench_<uuid>`: empty, or a copy of `template`.
+    async fn create(&self, template: Option<&str>) -> Result<String> {
+        let name = format!("cdc_bench_{}", Uuid::now_v7().simple());
+        let copy = template
+            .map(|t| format!(" TEMPLATE {t}"))
+            .unwrap_or_default();
+        // Generated identifiers: database names cannot be bound as parameters.
+        let sql = format!("CREATE DATABASE {name}{copy}");
+        self.admin.batch_execute(&sql).await.context(sql)?;
+        self.created.lock().unwrap().push(name.clone());
+        Ok(name)
+    }
+
+    async fn drop_database(&self, name: &str) -> Result<()> {
+        let sql = format!("DROP DATABASE {name} WITH (FORCE)");
+        self.admin.batch_execute(&sql).await.context(sql)?;
+        self.created
+            .lock()
+            .unwrap()
+            .retain(|created| created != name);
+        Ok(())
+    }
+
+    async fn drop_remaining(&self) -> Result<()> {
+        let remaining = std::mem::take(&mut *self.created.lock().unwrap());
+        for name in remaining {
+            self.drop_database(&name).await?;
+        }
+        Ok(())
+    }
+
+    /// The URL of database `name`, through the counting proxy or directly.
+    fn url(&self, name: &str, counted: bool) -> String {
+        let mut url = self.url.clone();
+        url.set_path(&format!("/{name}"));
+        // Plain text: the proxy must read the protocol, and direct timings must compare with it.
+        // Appended, so that it wins over a mode in DATABASE_URL and keeps its other parameters.
+        url.query_pairs_mut().append_pair("sslmode", "disable");
+        if counted {
+            url.set_host(Some(&self.proxy.ip().to_string())).unwrap();
+            url.set_port(Some(self.proxy.port())).unwrap();
+        }
+        url.to_string()
+    }
+}
+
+async fn connect_store(url: &str) -> Result<Store> {
+    let plain = DbTls {
+        mode: SslMode::Disable,
+        root_cert: None,
+    };
+    let config = tokio_postgres::Config::from_str(url)?;
+    let store = Connector::new(&plain)?.connect(&config).await;
+    store.context("start PostgreSQL or set DATABASE_URL")
+}
+
+/// The settings of every run at this size, for `Config::from_lookup` and the command line.
+fn settings(stub: &MockServer, coins: usize) -> HashMap<String, String> {
+    let mut env = HashMap::from([
+        ("COINGECKO_BASE_URL".to_string(), stub.uri()),
+        ("TOP_N".to_string(), coins.to_string()),
+        // The stub has no rate limit: no client-side pacing.
+        (
+            "COINGECKO_MAX_CALLS_PER_MIN".to_string(),
+            "1000000".to_string(),
+        ),
+        // Every database is migrated before run 1.
+        ("AUTO_MIGRATE".to_string(), "false".to_string()),
+    ]);
+    if let Ok(pct) = std::env::var("CDC_THRESHOLD_PCT") {
+        env.insert("CDC_THRESHOLD_PCT".into(), pct);
+    }
+    env
+}
+
+struct Ours {
+    fetch: Duration,
+    apply: Duration,
+    write_prices: Duration,
+    raw_pages: Duration,
+    apply_wire: Wire,
+    raw_wire: Wire,
+    run_wire: Wire,
+    written: Written,
+}
+
+/// One run as `Ingest::fetch_and_apply` (src/ingest.rs) does it, step by step; the raw pages,
+/// stored in the same transaction, are timed apart from the apply of the price tables.
+async fn run_ours(config: &Config, db_url: &str, wire: &WireCounts) -> Result<Ours> {
+    let mut store = connect_store(db_url).await?;
+    let coingecko = CoinGeckoClient::new(config.coingecko.clone())?;
+    let settings = &config.ingest;
+    let started = Instant::now();
+    let Fetched { market, pages } = coingecko.fetch(&LogProgress, None).await?;
+    let fetch = started.elapsed();
+    let vs = coingecko.vs_currency();
+    let quotes: Vec<&Quote> = market.quotes().collect();
+    let coin_ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
+
+    let at_start = wire.read();
+    let run_id = Uuid::now_v7();
+    store.start_run(run_id, None).await?;
+    let at_apply = wire.read();
+    let apply_started = Instant::now();
+    let (lock_timeout, statement_timeout) = (settings.lock_timeout, settings.statement_timeout);
+    let apply = store.begin_apply(lock_timeout, statement_timeout).await?;
+    let recorded = apply.recorded_prices(vs, &coin_ids).await?;
+    let recordable: Vec<bool> = quotes
+        .iter()
+        .map(|q| {
+            let last = recorded.get(&q.coin_id).copied();
+            cdc::is_recordable(q.price, last, settings.threshold_pct)
+        })
+        .collect();
+    let write_started = Instant::now();
+    let written = apply.write_prices(run_id, vs, &quotes, &recordable).await?;
+    let write_prices = write_started.elapsed();
+    let apply_before_raw = apply_started.elapsed();
+
+    let at_raw = wire.read();
+    let raw_started = Instant::now();
+    apply.prune_raw_pages(settings.raw_retention_days).await?;
+    apply.store_raw_pages(run_id, &pages).await?;
+    let raw_pages = raw_started.elapsed();
+
+    let raw_wire = wire.read() - at_raw;
+    let finish_started = Instant::now();
+    let counts = ingest::counts(&market, written, pages.len());
+    let millis = started.elapsed().as_millis() as u64;
+    let summary = Summary::succeeded(run_id.to_string(), None, vs.into(), counts, millis);
+    apply.finish(run_id, &summary).await?;
+    let at_end = wire.read();
+    Ok(Ours {
+        fetch,
+        apply: apply_before_raw + finish_started.elapsed(),
+        write_prices,
+        raw_pages,
+        apply_wire: (at_end - at_apply) - raw_wire,
+        raw_wire,
+        run_wire: at_end - at_start,
+        written,
+    })
+}
+
+/// The columns of `current_prices` a quote fills: the text ones, then those of `numbers`.
+const QUOTE_COLUMNS: &str = "coin_id, vs_currency, symbol, name, market_cap_rank, source_updated_at, \
+    price, market_cap, total_volume, high_24h, low_24h, price_change_24h, price_change_percentage_24h, \
+    circulating_supply, total_supply, max_supply";
+
+fn numbers(q: &Quote) -> [Option<Decimal>; 10] {
+    [
+        Some(q.price),
+        q.market_cap,
+        q.total_volume,
+        q.high_24h,
+        q.low_24h,
+        q.price_change_24h,
+        q.price_change_percentage_24h,
+        q.circulating_supply,
+        q.total_supply,
+        q.max_supply,
+    ]
+}
+
+/// The upsert of one coin: `$1`…`$16` in `QUOTE_COLUMNS` order, `$17` whether history was written.
+fn baseline_upsert() -> String {
+    let values: Vec<String> = (1..=16).map(|i| format!("${i}")).collect();
+    let updates: Vec<String> = QUOTE_COLUMNS
+        .split(", ")
+        .skip(2)
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO current_prices AS cur ({QUOTE_COLUMNS}, first_seen_at, last_changed_at, recorded_price, recorded_at)
+         VALUES ({}, now(), now(), CASE WHEN $17::bool THEN $7::numeric END, CASE WHEN $17::bool THEN now() END)
+         ON CONFLICT (coin_id, vs_currency) DO UPDATE SET {}, last_changed_at = now(),
+             recorded_price = coalesce(excluded.recorded_price, cur.recorded_price),
+             recorded_at = coalesce(excluded.recorded_at, cur.recorded_at)",
+        values.join(", "),
+        updates.join(", ")
+    )
+}
+
+struct Baseline {
+    apply: Duration,
+    wire: Wire,
+    history_inserted: u64,
+}
+
+/// The per-coin design this project replaced, in one transaction: a prepared read of the coin's
+/// price, its history row if it moved past the threshold (or is new), then an upsert.
+async fn run_baseline(
+    db_url: &str,
+    wire: &WireCounts,
+    quotes: &[&Quote],
+    vs: &str,
+    threshold_pct: Decimal,
+) -> Result<Baseline> {
+    let mut client = common::connect(db_url).await;
+    let run_id = Uuid::now_v7();
+    let start_run = "INSERT INTO ingest_runs (run_id, status) VALUES ($1, 'running')";
+    client.execute(start_run, &[&run_id]).await?;
+    let at_start = wire.read();
+    let started = Instant::now();
+    let tx = client.transaction().await?;
+    let read = "SELECT price FROM current_prices WHERE coin_id = $1 AND vs_currency = $2";
+    let read = tx.prepare(read).await?;
+    let append = tx
+        .prepare(
+            "INSERT INTO price_history
+                 (coin_id, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
+             VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), now(), $7)
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let upsert = tx.prepare(&baseline_upsert()).await?;
+    let mut history_inserted = 0;
+    for q in quotes {
+        let last = tx
+            .query_opt(&read, &[&q.coin_id, &vs])
+            .await?
+            .map(|row| row.get(0));
+        let history: [Param; 7] = [
+            &q.coin_id,
+            &vs,
+            &q.price,
+            &q.market_cap,
+            &q.total_volume,
+            &q.source_updated_at,
+            &run_id,
+        ];
+        let recorded = cdc::is_recordable(q.price, last, threshold_pct)
+            && tx.execute(&append, &history).await? == 1;
+        history_inserted += recorded as u64;
+        let numbers = numbers(q);
+        let mut current: Vec<Param> = vec![
+            &q.coin_id,
+            &vs,
+            &q.symbol,
+            &q.name,
+            &q.market_cap_rank,
+            &q.source_updated_at,
+        ];
+        current.extend(numbers.iter().map(|n| n as Param));
+        current.push(&recorded);
+        tx.execute(&upsert, &current).await?;
+    }
+    tx.commit().await?;
+    Ok(Baseline {
+        apply: started.elapsed(),
+        wire: wire.read() - at_start,
+        history_inserted,
+    })
+}
+
+/// One bare INSERT of the incoming rows into a copy of `current_prices` without indexes: what
+/// writing the data costs with no CDC and no conflict handling.
+async fn run_floor(
+    db_url: &str,
+    wire: &WireCounts,
+    quotes: &[&Quote],
+    vs: &str,
+) -> Result<(Duration, Wire)> {
+    let client = common::connect(db_url).await;
+    client
+        .batch_execute("CREATE TABLE floor_copy (LIKE current_prices)")
+        .await?;
+    let at_start = wire.read();
+    let started = Instant::now();
+    let ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
+    let symbols: Vec<Option<&str>> = quotes.iter().map(|q| q.symbol.as_deref()).collect();
+    let names: Vec<Option<&str>> = quotes.iter().map(|q| q.name.as_deref()).collect();
+    let ranks: Vec<Option<i32>> = quotes.iter().map(|q| q.market_cap_rank).collect();
+    let updated: Vec<_> = quotes.iter().map(|q| q.source_updated_at).collect();
+    let numbers: Vec<Vec<Option<Decimal>>> = (0..10)
+        .map(|c| quotes.iter().map(|q| numbers(q)[c]).collect())
+        .collect();
+    let mut params: Vec<Param> = vec![&vs, &ids, &symbols, &names, &ranks, &updated];
+    params.extend(numbers.iter().map(|column| column as Param));
+
+    let types = ["text", "text", "text", "int", "timestamptz"]
+        .into_iter()
+        .chain(["numeric"; 10]);
+    let arrays: Vec<String> = types
+        .enumerate()
+        .map(|(i, t)| format!("${}::{t}[]", i + 2))
+        .collect();
+    let unnested = QUOTE_COLUMNS.replace("vs_currency, ", "");
+    let sql = format!(
+        "INSERT INTO floor_copy ({QUOTE_COLUMNS}, first_seen_at, last_changed_at)
+         SELECT {QUOTE_COLUMNS}, now(), now()
+         FROM unnest({}) AS q({unnested}), (SELECT $1::text AS vs_currency) AS v",
+        arrays.join(", ")
+    );
+    client.execute(&sql, &params).await?;
+    Ok((started.elapsed(), wire.read() - at_start))
+}
+
+struct CliRun {
+    summary: serde_json::Value,
+    peak_rss_kib: u64,
+}
+
+/// A whole run of the release `coingecko-cdc` binary, and the peak RSS of its process.
+async fn run_cli(db_url: &str, settings: &HashMap<String, String>) -> Result<CliRun> {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coingecko-cdc"))
+        .arg("run")
+        .env_clear()
+        .envs(settings)
+        .env("DATABASE_URL", db_url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting coingecko-cdc")?;
+    let pid = child.id().context("coingecko-cdc exited at once")?;
+    let output = tokio::spawn(child.wait_with_output());
+    let mut peak_rss_kib = 0;
+    // VmHWM only grows, so the last reading before the process exits is its peak.
+    while !output.is_finished() {
+        peak_rss_kib = vm_hwm_kib(pid).unwrap_or(peak_rss_kib);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let output = output.await??;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let cause = stderr.lines().last().unwrap_or_default();
+    ensure!(output.status.success(), "coingecko-cdc run failed: {cause}");
+    let summary = serde_json::from_slice(&output.stdout).context("no summary on stdout")?;
+    Ok(CliRun {
+        summary,
+        peak_rss_kib,
+    })
+}
+
+/// The process's peak resident set; `None` once it has exited.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    line.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// Rows inserted or updated in the price tables so far, read once every other session of the
+/// database has ended (a backend reports its statistics when it exits).
+async fn rows_written(db: &Client) -> Result<i64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let others = "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    while db.query_one(others, &[]).await?.get::<_, i64>(0) > 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "a session of the run did not end within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let written = "SELECT coalesce(sum(n_tup_ins + n_tup_upd), 0)::bigint FROM pg_stat_user_tables
+                   WHERE relid = 'current_prices'::regclass
+                      OR relid IN (SELECT relid FROM pg_partition_tree('price_history'))";
+    Ok(db.query_one(written, &[]).await?.get(0))
+}
+
+/// A digest of every row of the price tables, with the row versions (`xmin`) of `current_prices`.
+async fn fingerprint(db: &Client) -> Result<String> {
+    let digest = "SELECT
+        (SELECT md5(string_agg((c.*, c.xmin)::text, ',' ORDER BY c.coin_id)) FROM current_prices c)
+        || (SELECT md5(string_agg(h::text, ',' ORDER BY h.coin_id, h.source_updated_at)) FROM price_history h)";
+    Ok(db.query_one(digest, &[]).await?.get(0))
+}
+
+/// Adds about `rows` rows to `price_history`: the same number per coin, at 5-minute steps back from
+/// just before run 2, time after time as runs append them, under one dummy run. They land in the
+/// monthly partition the measured runs write to, the worst case for them. Then vacuums and
+/// analyses, as a live database would be. Returns the rows added.
+async fn load_history(db_url: &str, vs: &str, rows: i64) -> Result<u64> {
+    let db = common::connect(db_url).await;
+    let run_id = Uuid::now_v7();
+    let dummy_run = "INSERT INTO ingest_runs (run_id, status) VALUES ($1, 'succeeded')";
+    db.execute(dummy_run, &[&run_id]).await?;
+    let coins: i64 = db
+        .query_one("SELECT count(*) FROM current_prices", &[])
+        .await?
+        .get(0);
+    let partitions = "SELECT price_history_make_partitions(array(
+        SELECT generate_series(timestamptz '2026-11-27 15:00Z' - make_interval(mins => 5 * $1::bigint::int),
+                               timestamptz '2026-11-27 15:00Z', interval '1 day')))";
+    let load = "
+        INSERT INTO price_history
+            (coin_id, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
+        SELECT c.coin_id, $2, 1 + (step * 7 % 100000) / 100.0, step * 1000.0, step::numeric, at, at, $1
+        FROM generate_series($3::bigint, 1, -1) AS step CROSS JOIN current_prices c,
+             LATERAL (SELECT timestamptz '2026-11-27 15:00Z' - make_interval(mins => 5 * step::int) AS at) t";
+    let steps = (rows / coins).max(1);
+    db.execute(partitions, &[&steps])
+        .await
+        .context("making the partitions of price_history")?;
+    let added = db.execute(load, &[&run_id, &vs, &steps]).await;
+    let added = added.context("loading price_history")?;
+    db.batch_execute("VACUUM ANALYZE price_history").await?;
+    // A checkpoint now rather than in the middle of the measured runs.
+    let checkpoint = db.batch_execute("CHECKPOINT").await;
+    checkpoint.context("CHECKPOINT needs superuser or the pg_checkpoint role")?;
+    Ok(added)
+}
+
+fn median(values: impl Iterator<Item = Duration>) -> Duration {
+    let mut values: Vec<Duration> = values.collect();
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// The measured time plus `ROUND_TRIP` for every wait on the server.
+fn at_round_trip(measured: Duration, wire: Wire) -> Duration {
+    measured + ROUND_TRIP * wire.round_trips as u32
+}
+
+/// One row of a size's table; the header is printed by `Bench::size`.
+fn line(label: &str, time: Option<Duration>, wire: Option<Wire>) {
+    let time_text = time.map(ms).unwrap_or_default();
+    let (statements, trips) = match wire {
+        Some(w) => (w.statements.to_string(), w.round_trips.to_string()),
+        None => Default::default(),
+    };
+    let modelled = time.zip(wire).map(|(t, w)| ms(at_round_trip(t, w)));
+    let modelled = modelled.unwrap_or_default();
+    println!("{label:<38}{time_text:>12}{statements:>12}{trips:>13}{modelled:>14}");
+}
+
+struct Bench {
+    server: Server,
+    stub: MockServer,
+    recorded: Vec<CoinObject>,
+    samples: usize,
+}
+
+impl Bench {
+    async fn size(&self, coins: usize, history_rows: i64) -> Result<()> {
+        let (server, wire) = (&self.server, self.server.wire.as_ref());
+        let env = settings(&self.stub, coins);
+        let config = Config::from_lookup(|name| env.get(name).cloned())?;
+        let vs = config.coingecko.vs_currency.clone();
+
+        // Run 1 fills the template that every sample starts from.
+        let template = server.create(None).await?;
+        let template_url = server.url(&template, false);
+        connect_store(&template_url).await?.migrate().await?;
+        common::serve_on(&self.stub, &answer(&self.recorded, coins, 1)?).await;
+        let first_load = run_cli(&template_url, &env).await?;
+        // As a steady state would be (autovacuum may be off, as on the build machine).
+        common::connect(&template_url)
+            .await
+            .batch_execute("VACUUM ANALYZE")
+            .await?;
+
+        let run2 = answer(&self.recorded, coins, 2)?;
+        let pages = run2.len();
+        common::serve_on(&self.stub, &run2).await;
+        let market = CoinGeckoClient::new(config.coingecko.clone())?
+            .fetch(&LogProgress, None)
+            .await?
+            .market;
+        let quotes: Vec<&Quote> = market.quotes().collect();
+
+        let (mut ours, mut baseline, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+        // Sample 0 goes through the counting proxy, which adds latency: its times are not used.
+        for sample in 0..=self.samples {
+            let db = server.create(Some(&template)).await?;
+            ours.push(run_ours(&config, &server.url(&db, sample == 0), wire).await?);
+            server.drop_database(&db).await?;
+            let db = server.create(Some(&template)).await?;
+            let url = server.url(&db, sample == 0);
+            let threshold = config.ingest.threshold_pct;
+            baseline.push(run_baseline(&url, wire, &quotes, &vs, threshold).await?);
+            floor.push(run_floor(&url, wire, &quotes, &vs).await?);
+            server.drop_database(&db).await?;
+        }
+
+        // The real binary: run 2, then the identical answer again.
+        let db = server.create(Some(&template)).await?;
+        let counted = server.url(&db, true);
+        let before = wire.read();
+        let steady = run_cli(&counted, &env).await?;
+        let steady_wire = wire.read() - before;
+        let reader = common::connect(&server.url(&db, false)).await;
+        let (rows_before, digest_before) =
+            (rows_written(&reader).await?, fingerprint(&reader).await?);
+        let before = wire.read();
+        let rerun = run_cli(&counted, &env).await?;
+        let rerun_wire = wire.read() - before;
+        let rows_rewritten = rows_written(&reader).await? - rows_before;
+        let unchanged = fingerprint(&reader).await? == digest_before;
+        drop(reader);
+        server.drop_database(&db).await?;
+
+        let (ours_counted, ours) = (&ours[0], &ours[1..]);
+        let (baseline_counted, baseline) = (&baseline[0], &baseline[1..]);
+        let ours_apply = median(ours.iter().map(|o| o.apply));
+        let baseline_apply = median(baseline.iter().map(|b| b.apply));
+        let floor_insert = median(floor[1..].iter().map(|f| f.0));
+        let written = ours_counted.written;
+        ensure!(
+            baseline_counted.history_inserted == written.history_inserted,
+            "the baseline recorded {} changes, ours {}",
+            baseline_counted.history_inserted,
+            written.history_inserted
+        );
+
+        let moved = coins.div_ceil(MOVED_ONE_IN);
+        println!("\n== {coins} coins, {pages} pages; run 2: {moved} moved +2%, all a new last_updated; medians of {} ==", self.samples);
+        println!(
+            "{:<38}{:>12}{:>12}{:>13}{:>14}",
+            "", "median", "statements", "round trips", "at 1 ms RTT"
+        );
+        let fetch = median(ours.iter().map(|o| o.fetch));
+        let write_prices = median(ours.iter().map(|o| o.write_prices));
+        let raw_pages = median(ours.iter().map(|o| o.raw_pages));
+        let (oc, bc) = (ours_counted, baseline_counted);
+        line("ours: fetch + parse (stub)", Some(fetch), None);
+        line(
+            "ours: apply of the price tables",
+            Some(ours_apply),
+            Some(oc.apply_wire),
+        );
+        line("ours:   of which write_prices", Some(write_prices), None);
+        line(
+            "ours: raw pages (prune + store)",
+            Some(raw_pages),
+            Some(oc.raw_wire),
+        );
+        line(
+            "ours: whole run (start_run..commit)",
+            None,
+            Some(oc.run_wire),
+        );
+        line(
+            "baseline: per-coin apply",
+            Some(baseline_apply),
+            Some(bc.wire),
+        );
+        line(
+            "floor: one bare INSERT",
+            Some(floor_insert),
+            Some(floor[0].1),
+        );
+        println!(
+            "rows written: ours {} history + {} current; baseline {} history + {} current",
+            written.history_inserted,
+            written.upserted,
+            baseline_counted.history_inserted,
+            quotes.len()
+        );
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+        let ours_at_1ms = at_round_trip(ours_apply, ours_counted.apply_wire);
+        let baseline_at_1ms = at_round_trip(baseline_apply, baseline_counted.wire);
+        println!(
+            "apply: ours/baseline {:.3} (ours {:.1}x faster), ours/floor {:.2}; at 1 ms RTT ours/baseline {:.4} ({:.0}x faster)",
+            ratio(ours_apply, baseline_apply),
+            ratio(baseline_apply, ours_apply),
+            ratio(ours_apply, floor_insert),
+            ratio(ours_at_1ms, baseline_at_1ms),
+            ratio(baseline_at_1ms, ours_at_1ms),
+        );
+        println!(
+            "coingecko-cdc run: peak RSS {} (run 1, first load), {} (run 2); run 2 sent {} statements ({} round trips)",
+            mib(first_load.peak_rss_kib),
+            mib(steady.peak_rss_kib),
+            steady_wire.statements,
+            steady_wire.round_trips
+        );
+        println!(
+            "identical re-run: {rows_rewritten} rows inserted or updated (pg_stat_user_tables; run 2: {rows_before}), tables {} (rows and xmin), \
+             summary upserted {} history_inserted {}, {} statements",
+            if unchanged { "unchanged" } else { "CHANGED" },
+            rerun.summary["upserted"],
+            rerun.summary["history_inserted"],
+            rerun_wire.statements
+        );
+
+        if history_rows > 0 {
+            self.history_scale(&template, &config, coins, history_rows)
+                .await?;
+        }
+        server.drop_database(&template).await
+    }
+
+    /// The apply with 0 and with `rows` rows of history. Both databases take the same runs 2, 3, …
+    /// in turn, as a live one would: copying a large database for every sample would take minutes.
+    async fn history_scale(
+        &self,
+        template: &str,
+        config: &Config,
+        coins: usize,
+        rows: i64,
+    ) -> Result<()> {
+        let (server, wire) = (&self.server, self.server.wire.as_ref());
+        let (plain, loaded) = (
+            server.create(Some(template)).await?,
+            server.create(Some(template)).await?,
+        );
+        let (plain_url, loaded_url) = (server.url(&plain, false), server.url(&loaded, false));
+        let started = Instant::now();
+        let added = load_history(&loaded_url, &config.coingecko.vs_currency, rows).await?;
+        let took = started.elapsed().as_secs_f64();
+        println!("history scale: {added} rows added to price_history in {took:.0} s (with VACUUM ANALYZE)");
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        for round in 2..2 + self.samples {
+            common::serve_on(&self.stub, &answer(&self.recorded, coins, round)?).await;
+            without.push(run_ours(config, &plain_url, wire).await?.apply);
+            with.push(run_ours(config, &loaded_url, wire).await?.apply);
+        }
+        let (without, with) = (median(without.into_iter()), median(with.into_iter()));
+        println!(
+            "history scale: apply at {coins} coins, runs 2..={}: {} with 0 history rows, {} with {added} ({:.2}x)",
+            self.samples + 1,
+            ms(without),
+            ms(with),
+            with.as_secs_f64() / without.as_secs_f64()
+        );
+        server.drop_database(&plain).await?;
+        server.drop_database(&loaded).await
+    }
+}
+
+/// Other work on the machine skews the timings: printed so that a reader can tell.
+fn load_average() -> String {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    loadavg
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn numbers_setting(name: &str, default: &str) -> Result<Vec<usize>> {
+    let text = std::env::var(name).unwrap_or_else(|_| default.into());
+    let parsed: Result<Vec<usize>, _> = text.split(',').map(|n| n.trim().parse()).collect();
+    parsed.with_context(|| {
+        format!("{name}: expected whole numbers separated by commas, got {text:?}")
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let sizes = numbers_setting("SIZES", "250,2500,17500")?;
+    let samples = numbers_setting("SAMPLES", "5")?[0].max(1);
+    let history_rows = numbers_setting("HISTORY_ROWS", "0")?[0] as i64;
+    let server = Server::start().await?;
+
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("model name"))?;
+            Some(line.split_once(':')?.1.trim().to_string())
+        });
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let knobs = "SELECT version() || '; ' || string_agg(name || '=' || current_setting(name), ', ' ORDER BY name)
+                 FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'autovacuum')";
+    let postgres: String = server.admin.query_one(knobs, &[]).await?.get(0);
+    println!(
+        "machine: {cores} cores, {}",
+        cpu.unwrap_or_else(|| "unknown CPU".into())
+    );
+    println!("server: {postgres}");
+    println!("load average at start: {}", load_average());
+
+    let bench = Bench {
+        server,
+        stub: MockServer::start().await,
+        recorded: recorded_coins()?,
+        samples,
+    };
+    let largest = sizes.iter().copied().max().unwrap_or_default();
+    let outcome = async {
+        for &coins in &sizes {
+            let history = if coins == largest { history_rows } else { 0 };
+            bench.size(coins, history).await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    bench.server.drop_remaining().await?;
+    println!("\nload average at the end: {}", load_average());
+    outcome
+}
