@@ -618,15 +618,17 @@ async fn load_history(db_url: &str, vs: &str, rows: i64) -> Result<u64> {
         .query_one("SELECT count(*) FROM current_prices", &[])
         .await?
         .get(0);
+    // Each coin records a change every 50 minutes: one run in ten of a 5-minute schedule, the rate
+    // of the measured run. 50 M rows then span about 100 days, so months before this one hold most.
     let partitions = "SELECT price_history_make_partitions(array(
-        SELECT generate_series(timestamptz '2026-11-27 15:00Z' - make_interval(mins => 5 * $1::bigint::int),
+        SELECT generate_series(timestamptz '2026-11-27 15:00Z' - make_interval(mins => 50 * $1::bigint::int),
                                timestamptz '2026-11-27 15:00Z', interval '1 day')))";
     let load = "
         INSERT INTO price_history
             (coin_id, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
         SELECT c.coin_id, $2, 1 + (step * 7 % 100000) / 100.0, step * 1000.0, step::numeric, at, at, $1
         FROM generate_series($3::bigint, 1, -1) AS step CROSS JOIN current_prices c,
-             LATERAL (SELECT timestamptz '2026-11-27 15:00Z' - make_interval(mins => 5 * step::int) AS at) t";
+             LATERAL (SELECT timestamptz '2026-11-27 15:00Z' - make_interval(mins => 50 * step::int) AS at) t";
     let steps = (rows / coins).max(1);
     db.execute(partitions, &[&steps])
         .await
