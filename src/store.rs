@@ -50,28 +50,38 @@ trait During<T> {
 
 impl<T> During<T> for Result<T, tokio_postgres::Error> {
     fn during(self, action: &'static str) -> Result<T, StoreError> {
-        self.map_err(|e| {
-            let sqlstate = e.code().map(|c| c.code().to_string());
-            let detail = match e.as_db_error() {
-                Some(db) => {
-                    let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-                    if let Some(hint) = db.hint() {
-                        text.push_str(&format!("; hint: {hint}"));
-                    }
-                    if let Some(advice) = advice(db.code()) {
-                        text.push_str("; ");
-                        text.push_str(advice);
-                    }
-                    text
-                }
-                None => error_chain(&e),
-            };
-            StoreError {
-                action,
-                detail,
-                sqlstate,
+        self.map_err(|e| match e.as_db_error() {
+            Some(db) => {
+                StoreError::new(action, db.message().to_string(), Some(db.code()), db.hint())
             }
+            None => StoreError::new(action, error_chain(&e), None, None),
         })
+    }
+}
+
+impl StoreError {
+    /// `detail`, then the SQLSTATE, PostgreSQL's hint and, where an operator can fix it, what to do.
+    fn new(
+        action: &'static str,
+        mut detail: String,
+        code: Option<&SqlState>,
+        hint: Option<&str>,
+    ) -> Self {
+        if let Some(code) = code {
+            detail.push_str(&format!(" (SQLSTATE {})", code.code()));
+        }
+        if let Some(hint) = hint {
+            detail.push_str(&format!("; hint: {hint}"));
+        }
+        if let Some(advice) = code.and_then(advice) {
+            detail.push_str("; ");
+            detail.push_str(advice);
+        }
+        StoreError {
+            action,
+            detail,
+            sqlstate: code.map(|c| c.code().to_string()),
+        }
     }
 }
 
@@ -134,11 +144,7 @@ pub struct Connector {
 impl Connector {
     /// Reads `DB_SSL_ROOT_CERT` (every certificate of the bundle) and builds the TLS setup.
     pub fn new(settings: &DbTls) -> Result<Self, StoreError> {
-        let tls_error = |detail: String| StoreError {
-            action: "setting up TLS",
-            detail,
-            sqlstate: None,
-        };
+        let tls_error = |detail: String| StoreError::new("setting up TLS", detail, None, None);
         let mut builder = native_tls::TlsConnector::builder();
         let mut add_roots = |source: &str, bundle: &[u8]| -> Result<(), StoreError> {
             let certificates = pem::parse_many(bundle)
@@ -238,20 +244,8 @@ impl Store {
             .await
             .during("releasing the migration lock")?;
         let report = outcome.map_err(|e| {
-            let mut detail = error_chain(&e);
             let code = sqlstate_in(&e);
-            if let Some(code) = &code {
-                detail.push_str(&format!(" (SQLSTATE {})", code.code()));
-                if let Some(advice) = advice(code) {
-                    detail.push_str("; ");
-                    detail.push_str(advice);
-                }
-            }
-            StoreError {
-                action: "applying migrations",
-                detail,
-                sqlstate: code.map(|c| c.code().to_string()),
-            }
+            StoreError::new("applying migrations", error_chain(&e), code.as_ref(), None)
         })?;
         for migration in report.applied_migrations() {
             tracing::info!(migration = %migration, "migration applied");

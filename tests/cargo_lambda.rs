@@ -163,13 +163,11 @@ async fn watch_and_invoke_run_the_function_warm_and_across_a_secret_rotation() {
     assert!(bad.contains("expected") || bad.contains("JSON"), "{bad}");
 
     let prices = common::connect(&server.url("postgres", SUPERUSER_PASSWORD, "ingest")).await;
-    let runs: Vec<String> = prices
-        .query("SELECT status FROM ingest_runs ORDER BY started_at", &[])
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
+    let runs: Vec<String> = common::column(
+        &prices,
+        "SELECT status FROM ingest_runs ORDER BY started_at",
+    )
+    .await;
     assert_eq!(runs, ["succeeded", "succeeded"]);
     let history: i64 = prices
         .query_one("SELECT count(*) FROM price_history", &[])

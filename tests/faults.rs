@@ -19,16 +19,6 @@ use tokio::net::TcpListener;
 const SEP5: &str = "markets-2024-09-05.json";
 const SEP8: &str = "markets-2024-09-08.json";
 
-async fn failed_runs(app: &common::TestApp) -> Vec<String> {
-    app.db
-        .query("SELECT error FROM ingest_runs WHERE status = 'failed'", &[])
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 #[tokio::test]
 async fn postgres_restarting_between_warm_invocations_is_reconnected_to() {
     let server = SecurePostgres::start();
@@ -114,7 +104,7 @@ async fn a_stalled_or_trickling_answer_ends_the_run_inside_its_budget() {
         );
     }
     assert_eq!(app.count("current_prices").await, 0);
-    assert_eq!(failed_runs(&app).await.len(), 2);
+    assert_eq!(app.failed_runs().await.len(), 2);
 }
 
 #[tokio::test]
@@ -232,7 +222,7 @@ async fn a_full_disk_fails_the_run_with_advice_and_changes_nothing() {
         "{error}"
     );
     assert_eq!(app.price_tables().await, before, "nothing half-applied");
-    assert_eq!(failed_runs(&app).await, [error]);
+    assert_eq!(app.failed_runs().await, [error]);
     disk.free();
     assert!(
         app.run().await.history_inserted > 50,

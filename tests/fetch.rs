@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{fixture, numbered_coins, page, spawn_app};
@@ -261,12 +261,12 @@ async fn a_stalled_answer_times_out_and_counts_as_an_attempt() {
 }
 
 /// Full pages of distinct coins for any page number; records when each request came.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct EndlessMarket {
-    arrivals: Mutex<Vec<Instant>>,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
 }
 
-impl Respond for &'static EndlessMarket {
+impl Respond for EndlessMarket {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         self.arrivals.lock().unwrap().push(Instant::now());
         let number: usize = request
@@ -285,8 +285,11 @@ async fn requests_are_spaced_to_stay_under_the_calls_per_minute() {
     let mut app = spawn_app().await;
     app.set("TOP_N", "1000");
     app.set("COINGECKO_MAX_CALLS_PER_MIN", "240");
-    let market: &'static EndlessMarket = Box::leak(Box::default());
-    markets().respond_with(market).mount(&app.coingecko).await;
+    let market = EndlessMarket::default();
+    markets()
+        .respond_with(market.clone())
+        .mount(&app.coingecko)
+        .await;
 
     assert_eq!(app.run().await.fetched, 1000);
 

@@ -312,14 +312,11 @@ async fn coins_with_unusable_prices_are_counted_and_the_run_goes_on() {
         (summary.fetched, summary.rejected, summary.history_inserted),
         (6, 4, 2)
     );
-    let stored: Vec<String> = app
-        .db
-        .query("SELECT coin_id FROM current_prices ORDER BY coin_id", &[])
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
+    let stored: Vec<String> = common::column(
+        &app.db,
+        "SELECT coin_id FROM current_prices ORDER BY coin_id",
+    )
+    .await;
     assert_eq!(stored, ["good", "huge-supply"]);
     assert_eq!(
         app.current("huge-supply", "total_supply").await,
@@ -444,14 +441,8 @@ async fn every_page_of_a_long_crawl_is_kept_raw() {
 
     assert_eq!(app.run().await.pages, 11);
 
-    let stored: Vec<i32> = app
-        .db
-        .query("SELECT page FROM raw_pages ORDER BY page", &[])
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
+    let stored: Vec<i32> =
+        common::column(&app.db, "SELECT page FROM raw_pages ORDER BY page").await;
     assert_eq!(stored, (1..=11).collect::<Vec<_>>());
 }
 
@@ -536,17 +527,11 @@ async fn a_failed_run_does_not_block_the_retry_of_its_trigger() {
     let retried = app.try_run(Some("t-1")).await.unwrap();
 
     assert_eq!(retried.status, RunStatus::Succeeded);
-    let statuses: Vec<String> = app
-        .db
-        .query(
-            "SELECT status FROM ingest_runs WHERE trigger_id = 't-1' ORDER BY started_at",
-            &[],
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
+    let statuses: Vec<String> = common::column(
+        &app.db,
+        "SELECT status FROM ingest_runs WHERE trigger_id = 't-1' ORDER BY started_at",
+    )
+    .await;
     assert_eq!(statuses, ["failed", "succeeded"]);
 }
 

@@ -277,15 +277,11 @@ async fn a_connection_killed_during_the_apply_fails_the_run_cleanly_and_the_next
     let error = outcome.unwrap_err().to_string();
     assert!(error.contains("PostgreSQL"), "{error}");
     assert_eq!(app.price_tables().await, before, "nothing half-applied");
-    let failed: Vec<String> = app
-        .db
-        .query("SELECT error FROM ingest_runs WHERE status = 'failed'", &[])
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(failed, [error], "recorded on a new connection");
+    assert_eq!(
+        app.failed_runs().await,
+        [error],
+        "recorded on a new connection"
+    );
 
     let next = handle(&function, event("manual.json")).await.unwrap();
     assert!(

@@ -277,17 +277,11 @@ async fn check_overlapping(
         .into_iter()
         .map(|s| s.expect("an overlapping run failed"))
         .collect();
-    let applied_in_order: Vec<String> = app
-        .db
-        .query(
-            "SELECT run_id::text FROM ingest_runs ORDER BY finished_at",
-            &[],
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
+    let applied_in_order: Vec<String> = common::column(
+        &app.db,
+        "SELECT run_id::text FROM ingest_runs ORDER BY finished_at",
+    )
+    .await;
     prop_assert_eq!(applied_in_order.len(), answers.len());
     let mut model = Model::default();
     for (position, run_id) in applied_in_order.iter().enumerate() {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{coin, connect, connector, fixture, page, spawn_app, TestApp};
+use common::{coin, column, connect, connector, fixture, page, spawn_app, TestApp};
 use serde_json::Value;
 
 async fn rows_per_partition(app: &TestApp) -> Vec<(String, i64)> {
@@ -162,21 +162,18 @@ async fn migrating_to_partitions_keeps_every_row_the_views_and_their_grants() {
     .await
     .unwrap();
     let snapshot = || async {
-        let rows = |sql: &'static str| {
-            let db = &db;
-            async move {
-                db.query(sql, &[])
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|r| r.get::<_, String>(0))
-                    .collect::<Vec<_>>()
-            }
-        };
         (
-            rows("SELECT h::text FROM price_history h ORDER BY source_updated_at").await,
-            rows("SELECT v::text FROM price_changes v ORDER BY source_updated_at").await,
-            rows("SELECT v::text FROM latest_prices v").await,
+            column::<String>(
+                &db,
+                "SELECT h::text FROM price_history h ORDER BY source_updated_at",
+            )
+            .await,
+            column::<String>(
+                &db,
+                "SELECT v::text FROM price_changes v ORDER BY source_updated_at",
+            )
+            .await,
+            column::<String>(&db, "SELECT v::text FROM latest_prices v").await,
         )
     };
     let before = snapshot().await;

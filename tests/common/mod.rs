@@ -14,6 +14,7 @@ use coingecko_cdc::config::{DbTls, SslMode};
 use coingecko_cdc::secrets::{SecretSource, SecretsManager};
 use coingecko_cdc::store::{Connector, Store};
 use coingecko_cdc::summary::Summary;
+use tokio_postgres::types::FromSql;
 use tokio_postgres::{Client, NoTls};
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -126,6 +127,16 @@ fn with_dbname(server: &str, name: &str) -> String {
     url.to_string()
 }
 
+/// The first column of every row `sql` returns.
+pub async fn column<T: for<'a> FromSql<'a>>(db: &Client, sql: &str) -> Vec<T> {
+    db.query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 pub async fn connect(url: &str) -> Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| {
         panic!(
@@ -227,19 +238,27 @@ impl TestApp {
 
     /// A fingerprint of every row of the price tables, to prove that nothing changed.
     pub async fn price_tables(&self) -> (Vec<String>, Vec<String>) {
-        let rows = |sql: &'static str| async move {
-            self.db
-                .query(sql, &[])
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|r| r.get::<_, String>(0))
-                .collect::<Vec<_>>()
-        };
         (
-            rows("SELECT (c.*, c.xmin)::text FROM current_prices c ORDER BY coin_id").await,
-            rows("SELECT h::text FROM price_history h ORDER BY coin_id, source_updated_at").await,
+            column(
+                &self.db,
+                "SELECT (c.*, c.xmin)::text FROM current_prices c ORDER BY coin_id",
+            )
+            .await,
+            column(
+                &self.db,
+                "SELECT h::text FROM price_history h ORDER BY coin_id, source_updated_at",
+            )
+            .await,
         )
+    }
+
+    /// The errors of the failed runs, oldest first.
+    pub async fn failed_runs(&self) -> Vec<String> {
+        column(
+            &self.db,
+            "SELECT error FROM ingest_runs WHERE status = 'failed' ORDER BY started_at",
+        )
+        .await
     }
 }
 
