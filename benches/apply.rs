@@ -413,7 +413,7 @@ fn baseline_upsert() -> String {
     format!(
         "INSERT INTO current_prices AS cur ({QUOTE_COLUMNS}, first_seen_at, last_changed_at, recorded_price, recorded_at)
          VALUES ({}, now(), now(), CASE WHEN $17::bool THEN $7::numeric END, CASE WHEN $17::bool THEN now() END)
-         ON CONFLICT (coin_id, vs_currency) DO UPDATE SET {}, last_changed_at = now(),
+         ON CONFLICT (coin_key, vs_currency) DO UPDATE SET {}, last_changed_at = now(),
              recorded_price = coalesce(excluded.recorded_price, cur.recorded_price),
              recorded_at = coalesce(excluded.recorded_at, cur.recorded_at)",
         values.join(", "),

@@ -110,10 +110,6 @@ pub fn api_error_message(body: &str) -> Option<String> {
         .map(|m| m.trim().to_string())
 }
 
-/// The longest coin id kept. Ids are keys of B-tree indexes, whose entries PostgreSQL caps at
-/// 2,704 bytes; CoinGecko's ids are short slugs, so a longer one is garbage, refused alone.
-pub const MAX_ID_BYTES: usize = 2048;
-
 /// Every field is taken as raw JSON text so that each can be judged on its own:
 /// one odd field never loses the whole coin, let alone the page.
 #[derive(Deserialize)]
@@ -201,16 +197,6 @@ fn parse_coin(raw: RawCoin, position: usize, warnings: &mut Vec<FieldWarning>) -
         })
     };
     let coin_id = match raw.id.map(json_string) {
-        Some(Ok(id)) if id.len() > MAX_ID_BYTES => {
-            return reject(
-                None,
-                format!(
-                    "\"id\" {} is {} bytes long: ids over {MAX_ID_BYTES} bytes cannot be indexed by PostgreSQL",
-                    preview(&id),
-                    id.len()
-                ),
-            )
-        }
         Some(Ok(id)) if !id.trim().is_empty() => id,
         Some(Err(problem)) => return reject(None, format!("\"id\" {problem}")),
         _ => return reject(None, "missing or empty \"id\"".into()),

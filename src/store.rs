@@ -557,13 +557,18 @@ impl Apply<'_> {
 const PRICE_STEPS: &str = "
 WITH wanted AS (SELECT unnest($2::text[]) AS coin_id)
 SELECT coin_id, at, price FROM (
-    (SELECT DISTINCT ON (h.coin_id) h.coin_id, $3::timestamptz AS at, h.price
-     FROM price_history h JOIN wanted USING (coin_id)
-     WHERE h.vs_currency = $1 AND h.source_updated_at <= $3
-     ORDER BY h.coin_id, h.source_updated_at DESC)
+    -- The price in effect when the window opens: the last change before it, read backwards along
+    -- the key's index, so the coin's older history is never read.
+    SELECT w.coin_id, $3::timestamptz AS at, before.price
+    FROM wanted w CROSS JOIN LATERAL (
+        SELECT h.price FROM price_history h
+        WHERE coin_key(h.coin_id) = coin_key(w.coin_id) AND h.vs_currency = $1 AND h.source_updated_at <= $3
+        ORDER BY h.source_updated_at DESC
+        LIMIT 1) before
     UNION ALL
-    SELECT h.coin_id, h.source_updated_at, h.price
-    FROM price_history h JOIN wanted USING (coin_id)
+    SELECT w.coin_id, h.source_updated_at, h.price
+    FROM wanted w JOIN price_history h
+      ON coin_key(h.coin_id) = coin_key(w.coin_id)
     WHERE h.vs_currency = $1 AND h.source_updated_at > $3 AND h.source_updated_at <= $4
     UNION ALL
     -- The latest fetched price, which may have moved less than the threshold since the last change.
@@ -591,7 +596,7 @@ history AS (
     SELECT coin_id, $2, price, market_cap, total_volume, coalesce(source_updated_at, now()), now(), $1
     FROM incoming
     WHERE recordable
-    ON CONFLICT (coin_id, vs_currency, source_updated_at) DO NOTHING
+    ON CONFLICT (coin_key(coin_id), vs_currency, source_updated_at) DO NOTHING
     RETURNING coin_id
 ),
 upserted AS (
@@ -608,7 +613,7 @@ upserted AS (
            CASE WHEN h.coin_id IS NOT NULL THEN now() END
     FROM incoming i
     LEFT JOIN history h ON h.coin_id = i.coin_id
-    ON CONFLICT (coin_id, vs_currency) DO UPDATE SET
+    ON CONFLICT (coin_key, vs_currency) DO UPDATE SET
         symbol = excluded.symbol,
         name = excluded.name,
         price = excluded.price,

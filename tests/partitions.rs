@@ -3,7 +3,11 @@
 
 mod common;
 
-use common::{coin, column, connect, connector, fixture, page, spawn_app, TestApp};
+use chrono::{DateTime, Utc};
+use common::{
+    coin, column, connect, connector, fixture, incompressible_text, page, spawn_app, TestApp,
+};
+use rust_decimal::Decimal;
 use serde_json::Value;
 
 async fn rows_per_partition(app: &TestApp) -> Vec<(String, i64)> {
@@ -87,24 +91,92 @@ async fn a_query_by_coin_and_time_range_reads_one_month_by_index() {
         .batch_execute("SET enable_seqscan = off")
         .await
         .unwrap();
-    let explained: Value = app
-        .db
-        .query_one(
-            "EXPLAIN (FORMAT JSON) SELECT price FROM price_history
-             WHERE coin_id = 'bitcoin' AND vs_currency = 'usd'
-               AND source_updated_at >= '2024-09-01' AND source_updated_at < '2024-10-01'",
-            &[],
+    // By coin_id through its hash index; by coin_key(coin_id) through the key, in time order.
+    for (coin, index) in [
+        ("coin_id = 'bitcoin'", "price_history_2024_09_coin_id_idx"),
+        (
+            "coin_key(coin_id) = coin_key('bitcoin')",
+            "price_history_2024_09_coin_key_",
+        ),
+    ] {
+        let explained: Value = app
+            .db
+            .query_one(
+                &format!(
+                    "EXPLAIN (FORMAT JSON) SELECT price FROM price_history
+                     WHERE {coin} AND vs_currency = 'usd'
+                       AND source_updated_at >= '2024-09-01' AND source_updated_at < '2024-10-01'"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+
+        let (mut relations, mut nodes) = (Vec::new(), Vec::new());
+        plan_parts(&explained[0]["Plan"], &mut relations, &mut nodes);
+        assert_eq!(relations, ["price_history_2024_09"], "{explained}");
+        assert!(
+            nodes.iter().any(|n| n.contains("Index Scan")),
+            "{nodes:?}: {explained}"
+        );
+        assert!(explained.to_string().contains(index), "{coin}: {explained}");
+    }
+}
+
+/// The charts' steps: the price in effect when the window opens comes from an earlier month.
+#[tokio::test]
+async fn chart_steps_start_from_the_price_in_effect_whatever_the_month_or_the_id() {
+    let app = spawn_app().await;
+    let long_id = incompressible_text(10 * 1024);
+    for (bitcoin, long, at) in [
+        ("100", "5", "2024-09-10T00:00:00.000Z"),
+        ("110", "6", "2024-09-20T00:00:00.000Z"),
+        ("120", "7", "2024-10-15T00:00:00.000Z"),
+        ("120.1", "7", "2024-10-20T00:00:00.000Z"),
+    ] {
+        app.serve(&[page(&[
+            coin("bitcoin", bitcoin, at),
+            coin(&long_id, long, at),
+        ])])
+        .await;
+        app.run().await;
+    }
+
+    let time = |at: &str| at.parse::<DateTime<Utc>>().unwrap();
+    let steps = app
+        .store()
+        .await
+        .price_steps(
+            "usd",
+            &["bitcoin".to_string(), long_id.clone()],
+            time("2024-10-01T00:00:00Z"),
+            time("2024-10-31T00:00:00Z"),
         )
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
 
-    let (mut relations, mut nodes) = (Vec::new(), Vec::new());
-    plan_parts(&explained[0]["Plan"], &mut relations, &mut nodes);
-    assert_eq!(relations, ["price_history_2024_09"], "{explained}");
-    assert!(
-        nodes.iter().any(|n| n.starts_with("Index")),
-        "{nodes:?}: {explained}"
+    let expected = |points: [(&str, &str); 3]| {
+        points.map(|(at, price)| (time(at), price.parse::<Decimal>().unwrap()))
+    };
+    assert_eq!(steps[0].coin_id, "bitcoin");
+    assert_eq!(
+        steps[0].points,
+        expected([
+            ("2024-10-01T00:00:00Z", "110"),
+            ("2024-10-15T00:00:00Z", "120"),
+            // Below the threshold, so not in history: the current price.
+            ("2024-10-20T00:00:00Z", "120.1"),
+        ])
+    );
+    assert_eq!(steps[1].coin_id, long_id);
+    assert_eq!(
+        steps[1].points,
+        expected([
+            ("2024-10-01T00:00:00Z", "6"),
+            ("2024-10-15T00:00:00Z", "7"),
+            ("2024-10-20T00:00:00Z", "7"),
+        ])
     );
 }
 

@@ -44,6 +44,19 @@ pub fn coin(id: &str, price: &str, last_updated: &str) -> String {
     )
 }
 
+/// `bytes` characters that do not compress: PostgreSQL may not shrink them below its limits.
+pub fn incompressible_text(bytes: usize) -> String {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..bytes)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'!' + (state % 94) as u8)
+        })
+        .collect()
+}
+
 pub fn page(coins: &[String]) -> String {
     format!("[{}]", coins.join(","))
 }
