@@ -33,7 +33,7 @@ use chrono::{TimeZone, Utc};
 use coingecko_cdc::coingecko::{CoinGeckoClient, Fetched, LogProgress, PER_PAGE};
 use coingecko_cdc::config::{Config, DbTls, SslMode};
 use coingecko_cdc::market::{exact_decimal, Quote};
-use coingecko_cdc::store::{Connector, Store, Written};
+use coingecko_cdc::store::{self, Connector, Store, Written};
 use coingecko_cdc::summary::Summary;
 use coingecko_cdc::{cdc, ingest};
 use rust_decimal::Decimal;
@@ -402,7 +402,8 @@ fn numbers(q: &Quote) -> [Option<Decimal>; 10] {
     ]
 }
 
-/// The upsert of one coin: `$1`…`$16` in `QUOTE_COLUMNS` order, `$17` whether history was written.
+/// The upsert of one coin: `$1`…`$16` in `QUOTE_COLUMNS` order, `$17` whether history was written,
+/// `$18` its `coin_key`.
 fn baseline_upsert() -> String {
     let values: Vec<String> = (1..=16).map(|i| format!("${i}")).collect();
     let updates: Vec<String> = QUOTE_COLUMNS
@@ -411,8 +412,8 @@ fn baseline_upsert() -> String {
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
     format!(
-        "INSERT INTO current_prices AS cur ({QUOTE_COLUMNS}, first_seen_at, last_changed_at, recorded_price, recorded_at)
-         VALUES ({}, now(), now(), CASE WHEN $17::bool THEN $7::numeric END, CASE WHEN $17::bool THEN now() END)
+        "INSERT INTO current_prices AS cur ({QUOTE_COLUMNS}, first_seen_at, last_changed_at, recorded_price, recorded_at, coin_key)
+         VALUES ({}, now(), now(), CASE WHEN $17::bool THEN $7::numeric END, CASE WHEN $17::bool THEN now() END, $18)
          ON CONFLICT (coin_key, vs_currency) DO UPDATE SET {}, last_changed_at = now(),
              recorded_price = coalesce(excluded.recorded_price, cur.recorded_price),
              recorded_at = coalesce(excluded.recorded_at, cur.recorded_at)",
@@ -483,6 +484,8 @@ async fn run_baseline(
         ];
         current.extend(numbers.iter().map(|n| n as Param));
         current.push(&recorded);
+        let key = store::coin_key(&q.coin_id);
+        current.push(&key);
         tx.execute(&upsert, &current).await?;
     }
     tx.commit().await?;
@@ -515,8 +518,10 @@ async fn run_floor(
     let numbers: Vec<Vec<Option<Decimal>>> = (0..10)
         .map(|c| quotes.iter().map(|q| numbers(q)[c]).collect())
         .collect();
+    let keys: Vec<Vec<u8>> = ids.iter().map(|id| store::coin_key(id)).collect();
     let mut params: Vec<Param> = vec![&vs, &ids, &symbols, &names, &ranks, &updated];
     params.extend(numbers.iter().map(|column| column as Param));
+    params.push(&keys);
 
     let types = ["text", "text", "text", "int", "timestamptz"]
         .into_iter()
@@ -527,10 +532,11 @@ async fn run_floor(
         .collect();
     let unnested = QUOTE_COLUMNS.replace("vs_currency, ", "");
     let sql = format!(
-        "INSERT INTO floor_copy ({QUOTE_COLUMNS}, first_seen_at, last_changed_at)
-         SELECT {QUOTE_COLUMNS}, now(), now()
-         FROM unnest({}) AS q({unnested}), (SELECT $1::text AS vs_currency) AS v",
-        arrays.join(", ")
+        "INSERT INTO floor_copy ({QUOTE_COLUMNS}, coin_key, first_seen_at, last_changed_at)
+         SELECT {QUOTE_COLUMNS}, coin_key, now(), now()
+         FROM unnest({}, ${}::bytea[]) AS q({unnested}, coin_key), (SELECT $1::text AS vs_currency) AS v",
+        arrays.join(", "),
+        arrays.len() + 2
     );
     client.execute(&sql, &params).await?;
     Ok((started.elapsed(), wire.read() - at_start))

@@ -11,11 +11,14 @@ CREATE FUNCTION coin_key(coin_id text) RETURNS bytea
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$ SELECT sha256(replace(coin_id, E'\\', E'\\\\')::bytea) $$;
 
--- current_prices keeps a real primary key (logical replication and CDC tools want one): the digest
--- is stored beside the id. The table is one row per coin, so the column costs little.
+-- current_prices keeps a real primary key (logical replication and CDC tools want one), so the
+-- digest is a column beside the id. The ingest writes it (store::coin_key): a generated column would
+-- be recomputed by every UPDATE, and a run updates every row.
+ALTER TABLE current_prices ADD COLUMN coin_key bytea;
+UPDATE current_prices SET coin_key = coin_key(coin_id);
 ALTER TABLE current_prices
+    ALTER COLUMN coin_key SET NOT NULL,
     DROP CONSTRAINT current_prices_pkey,
-    ADD COLUMN coin_key bytea GENERATED ALWAYS AS (coin_key(coin_id)) STORED,
     ADD PRIMARY KEY (coin_key, vs_currency);
 CREATE INDEX current_prices_coin_id ON current_prices USING hash (coin_id);
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use postgres_native_tls::MakeTlsConnector;
 use refinery::{SchemaVersion, Target};
 use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Json;
 use tokio_postgres::{Client, Transaction};
@@ -457,6 +458,7 @@ impl Apply<'_> {
         let column =
             |f: fn(&Quote) -> Option<Decimal>| quotes.iter().map(|q| f(q)).collect::<Vec<_>>();
         let ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| coin_key(id)).collect();
         let symbols: Vec<Option<&str>> = quotes.iter().map(|q| q.symbol.as_deref()).collect();
         let names: Vec<Option<&str>> = quotes.iter().map(|q| q.name.as_deref()).collect();
         let prices: Vec<Decimal> = quotes.iter().map(|q| q.price).collect();
@@ -499,6 +501,7 @@ impl Apply<'_> {
                     &column(|q| q.max_supply),
                     &updated,
                     &recordable,
+                    &keys,
                 ],
             )
             .await
@@ -554,6 +557,13 @@ impl Apply<'_> {
     }
 }
 
+/// `current_prices.coin_key`: what the SQL function `coin_key(coin_id)` of migration V5 computes,
+/// the SHA-256 of the id's UTF-8 bytes. Computed here because a generated column is recomputed by
+/// every UPDATE, and every run updates every row.
+pub fn coin_key(coin_id: &str) -> Vec<u8> {
+    Sha256::digest(coin_id.as_bytes()).to_vec()
+}
+
 const PRICE_STEPS: &str = "
 WITH wanted AS (SELECT unnest($2::text[]) AS coin_id)
 SELECT coin_id, at, price FROM (
@@ -585,10 +595,11 @@ WITH incoming AS (
     SELECT *
     FROM unnest($3::text[], $4::text[], $5::text[], $6::numeric[], $7::numeric[], $8::int[],
                 $9::numeric[], $10::numeric[], $11::numeric[], $12::numeric[], $13::numeric[],
-                $14::numeric[], $15::numeric[], $16::numeric[], $17::timestamptz[], $18::bool[])
+                $14::numeric[], $15::numeric[], $16::numeric[], $17::timestamptz[], $18::bool[],
+                $19::bytea[])
         AS q(coin_id, symbol, name, price, market_cap, market_cap_rank,
              total_volume, high_24h, low_24h, price_change_24h, price_change_percentage_24h,
-             circulating_supply, total_supply, max_supply, source_updated_at, recordable)
+             circulating_supply, total_supply, max_supply, source_updated_at, recordable, coin_key)
 ),
 history AS (
     INSERT INTO price_history
@@ -604,13 +615,14 @@ upserted AS (
         (coin_id, vs_currency, symbol, name, price, market_cap, market_cap_rank,
          total_volume, high_24h, low_24h, price_change_24h, price_change_percentage_24h,
          circulating_supply, total_supply, max_supply, source_updated_at,
-         first_seen_at, last_changed_at, recorded_price, recorded_at)
+         first_seen_at, last_changed_at, recorded_price, recorded_at, coin_key)
     SELECT i.coin_id, $2, i.symbol, i.name, i.price, i.market_cap, i.market_cap_rank,
            i.total_volume, i.high_24h, i.low_24h, i.price_change_24h, i.price_change_percentage_24h,
            i.circulating_supply, i.total_supply, i.max_supply, i.source_updated_at,
            now(), now(),
            CASE WHEN h.coin_id IS NOT NULL THEN i.price END,
-           CASE WHEN h.coin_id IS NOT NULL THEN now() END
+           CASE WHEN h.coin_id IS NOT NULL THEN now() END,
+           i.coin_key
     FROM incoming i
     LEFT JOIN history h ON h.coin_id = i.coin_id
     ON CONFLICT (coin_key, vs_currency) DO UPDATE SET

@@ -265,6 +265,13 @@ async fn migrating_to_partitions_keeps_every_row_the_views_and_their_grants() {
         check("SELECT to_regclass('price_history_2024_09') IS NOT NULL AND to_regclass('price_history_2024_10') IS NOT NULL".into())
             .await
     );
+    // V5 keys the rows it finds the way the ingest keys new ones.
+    let key: Vec<u8> = db
+        .query_one("SELECT coin_key FROM current_prices", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(key, coingecko_cdc::store::coin_key("bitcoin"));
     for (object, privilege) in [
         ("latest_prices", "SELECT"),
         ("price_changes", "SELECT"),
