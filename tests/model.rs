@@ -252,6 +252,7 @@ async fn check(threshold: &'static str, runs: Vec<Vec<Entry>>) -> Result<(), Tes
         assert_summary(&summary, &expected, &run)?;
         assert_tables(&app, &model, &run).await?;
     }
+    app.drop_database().await;
     Ok(())
 }
 
@@ -298,7 +299,9 @@ async fn check_overlapping(
         &model,
         &format!("after {} overlapping runs", answers.len()),
     )
-    .await
+    .await?;
+    app.drop_database().await;
+    Ok(())
 }
 
 fn cases(variable: &str, default: u32) -> u32 {
