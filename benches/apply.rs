@@ -611,10 +611,9 @@ async fn fingerprint(db: &Client) -> Result<String> {
     Ok(db.query_one(digest, &[]).await?.get(0))
 }
 
-/// Adds about `rows` rows to `price_history`: the same number per coin, at 5-minute steps back from
-/// just before run 2, time after time as runs append them, under one dummy run. They land in the
-/// monthly partition the measured runs write to, the worst case for them. Then vacuums and
-/// analyses, as a live database would be. Returns the rows added.
+/// Adds about `rows` rows to `price_history`: the same number per coin, at 50-minute steps back
+/// from just before run 2, time after time as runs append them, under one dummy run. Then vacuums
+/// and analyses, as a live database would be. Returns the rows added.
 async fn load_history(db_url: &str, vs: &str, rows: i64) -> Result<u64> {
     let db = common::connect(db_url).await;
     let run_id = Uuid::now_v7();
