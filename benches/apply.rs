@@ -353,7 +353,9 @@ async fn run_ours(config: &Config, db_url: &str, wire: &WireCounts) -> Result<Ou
         })
         .collect();
     let write_started = Instant::now();
-    let written = apply.write_prices(run_id, vs, &quotes, &recordable).await?;
+    let written = apply
+        .write_prices(run_id, vs, &quotes, &recordable, None)
+        .await?;
     let write_prices = write_started.elapsed();
     let apply_before_raw = apply_started.elapsed();
 

@@ -10,7 +10,8 @@ use tokio::sync::Mutex;
 
 use crate::config::Config;
 use crate::database::{ConnectError, Database};
-use crate::ingest::{Ingest, RunError};
+use crate::ingest::{Ingest, RunError, Source};
+use crate::replay::RecordedAnswer;
 use crate::secrets::{parse_api_key, SecretSource};
 use crate::store::{Store, StoreError};
 use crate::summary::Summary;
@@ -61,6 +62,20 @@ impl<S: SecretSource> App<S> {
         trigger_id: Option<String>,
         time_left: Option<Duration>,
     ) -> Result<Summary, AppError> {
+        self.run_from(trigger_id, Source::Live { time_left }).await
+    }
+
+    /// One run that applies a recorded answer as of its time, under the answer's trigger id.
+    pub async fn replay(&self, answer: &RecordedAnswer) -> Result<Summary, AppError> {
+        self.run_from(Some(answer.trigger_id.clone()), Source::Recorded(answer))
+            .await
+    }
+
+    async fn run_from(
+        &self,
+        trigger_id: Option<String>,
+        source: Source<'_>,
+    ) -> Result<Summary, AppError> {
         let mut guard = self.store.lock().await;
         let (slot, migrated) = &mut *guard;
         let store = match slot.take() {
@@ -71,7 +86,7 @@ impl<S: SecretSource> App<S> {
             store.migrate().await?;
             *migrated = true;
         }
-        match self.ingest.run(store, trigger_id, time_left).await {
+        match self.ingest.run(store, trigger_id, source).await {
             Err(RunError::Unrecorded { run_id, error }) => {
                 // The connection died with the run: record the failure on a new one, which the
                 // next run then uses.

@@ -14,7 +14,8 @@ use crate::app::App;
 use crate::chart::{self, ChartRequest};
 use crate::coingecko::FetchProgress;
 use crate::config::Config;
-use crate::{secrets, status, trigger};
+use crate::replay::{recorded_answer, ReplaySummary};
+use crate::{archive, secrets, status, trigger};
 
 #[derive(Parser)]
 #[command(name = "coingecko-cdc", version, about, long_about = None)]
@@ -33,6 +34,14 @@ enum Command {
     },
     /// Apply the database migrations and exit.
     Migrate,
+    /// Ingest recorded /coins/markets answers (.json or .json.gz), one run per answer in the
+    /// order they were recorded; replaying them again adds nothing. Prints the total as JSON.
+    Replay {
+        /// Answer files, or directories of them. Default: the year of daily answers (2024)
+        /// shipped in data/daily-2024.
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// Show the last runs; the exit code says whether the ingest is healthy (0), its last run
     /// failed (2), or no run succeeded within --max-age (3).
     Status {
@@ -113,6 +122,10 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Migrate => app.migrate().await?,
         Command::Run { .. } => {
             let summary = app.run(trigger_id, None).await?;
+            println!("{}", serde_json::to_string(&summary)?);
+        }
+        Command::Replay { paths } => {
+            let summary = replay(&app, paths).await?;
             println!("{}", serde_json::to_string(&summary)?);
         }
         Command::Status {
@@ -201,6 +214,44 @@ async fn draw_chart<S: secrets::SecretSource>(
     chart::render(&request, &args.out)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
+}
+
+/// Replays the answers under `paths` in the order they were recorded. Two passes, so that
+/// memory holds one answer at a time however large the archive: the first learns each answer's
+/// time, the second applies them.
+async fn replay<S: secrets::SecretSource>(
+    app: &App<S>,
+    paths: Vec<PathBuf>,
+) -> anyhow::Result<ReplaySummary> {
+    let paths = if paths.is_empty() {
+        vec![archive::shipped_year()?]
+    } else {
+        paths
+    };
+    let mut files = Vec::new();
+    for path in archive::answer_files(&paths)? {
+        let answer = recorded_answer(&path.display().to_string(), &archive::read_answer(&path)?)?;
+        files.push((answer.recorded_at, path));
+    }
+    files.sort();
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(files.len() as u64).with_style(
+            ProgressStyle::with_template("replaying {bar:30} {pos}/{len} · {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        )
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut total = ReplaySummary::default();
+    for (_, path) in files {
+        let answer = recorded_answer(&path.display().to_string(), &archive::read_answer(&path)?)?;
+        bar.set_message(answer.recorded_at.format("%Y-%m-%d %H:%M").to_string());
+        let run = app.replay(&answer).await?;
+        total.add(answer.recorded_at, &run);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(total)
 }
 
 /// A progress bar on stderr, for a person watching a multi-page fetch.

@@ -2,13 +2,15 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::cdc;
-use crate::coingecko::{CoinGeckoClient, FetchError, FetchProgress, Fetched, LogProgress};
+use crate::coingecko::{CoinGeckoClient, FetchError, FetchProgress, LogProgress};
 use crate::config::{CoinGeckoConfig, IngestConfig};
 use crate::market::{Market, Quote};
+use crate::replay::RecordedAnswer;
 use crate::store::{Store, StoreError, Written};
 use crate::summary::{Counts, Summary};
 
@@ -18,6 +20,15 @@ pub enum RunError {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A recorded answer older than prices the database already holds: applying it would move
+    /// `current_prices` back in time.
+    #[error("{file} was recorded at {recorded_at}, but the database already holds {vs_currency} prices up to {held}: a replay goes forward in time only; replay into a fresh database")]
+    OutOfOrder {
+        file: String,
+        vs_currency: String,
+        recorded_at: DateTime<Utc>,
+        held: DateTime<Utc>,
+    },
     /// The run failed and its connection with it, so the failure is not in `ingest_runs` yet.
     #[error("{error}")]
     Unrecorded { run_id: Uuid, error: Box<RunError> },
@@ -31,6 +42,15 @@ impl RunError {
             other => other,
         }
     }
+}
+
+/// Where a run's coins come from.
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    /// CoinGecko, now; `time_left` bounds the fetch when the caller has a deadline (the Lambda's).
+    Live { time_left: Option<Duration> },
+    /// An answer recorded earlier, applied as of the time it was recorded.
+    Recorded(&'a RecordedAnswer),
 }
 
 /// What every run needs and is built once: the HTTP client and the settings.
@@ -60,12 +80,11 @@ impl Ingest {
     }
 
     /// One run. A failed run writes nothing to the price tables and is recorded as failed.
-    /// `time_left`: how long the caller may still take (the Lambda's deadline), if it is bounded.
     pub async fn run(
         &self,
         store: &mut Store,
         trigger_id: Option<String>,
-        time_left: Option<Duration>,
+        source: Source<'_>,
     ) -> Result<Summary, RunError> {
         let started = Instant::now();
         if let Some(trigger) = &trigger_id {
@@ -76,11 +95,8 @@ impl Ingest {
         }
         let run_id = Uuid::now_v7();
         store.start_run(run_id, trigger_id.as_deref()).await?;
-        // The apply may wait this long for the lock and its statement: the fetch leaves it that.
-        let apply_bound = self.settings.lock_timeout + self.settings.statement_timeout;
-        let fetch_time_left = time_left.map(|left| left.saturating_sub(apply_bound));
         let outcome = self
-            .fetch_and_apply(store, run_id, trigger_id, started, fetch_time_left)
+            .fetch_and_apply(store, run_id, trigger_id, started, source)
             .await;
         match &outcome {
             Ok(summary) => tracing::info!(
@@ -107,13 +123,24 @@ impl Ingest {
         run_id: Uuid,
         trigger_id: Option<String>,
         started: Instant,
-        fetch_time_left: Option<Duration>,
+        source: Source<'_>,
     ) -> Result<Summary, RunError> {
-        let Fetched { market, pages } = self
-            .coingecko
-            .fetch(self.progress.as_ref(), fetch_time_left)
-            .await?;
-        log_problems(&market);
+        let fetched;
+        let (market, pages, recorded_at) = match source {
+            Source::Live { time_left } => {
+                // The apply may wait this long for the lock and its statement: the fetch leaves it that.
+                let apply_bound = self.settings.lock_timeout + self.settings.statement_timeout;
+                let time_left = time_left.map(|left| left.saturating_sub(apply_bound));
+                fetched = self
+                    .coingecko
+                    .fetch(self.progress.as_ref(), time_left)
+                    .await?;
+                (&fetched.market, fetched.pages.as_slice(), None)
+            }
+            // The files are the archive of the raw answers: no raw pages.
+            Source::Recorded(answer) => (&answer.market, &[][..], Some(answer.recorded_at)),
+        };
+        log_problems(market);
         let vs_currency = self.coingecko.vs_currency();
         let quotes: Vec<&Quote> = market.quotes().collect();
         let coin_ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
@@ -129,6 +156,18 @@ impl Ingest {
                 return Ok(duplicate);
             }
         }
+        if let Source::Recorded(answer) = source {
+            if let Some(held) = apply.latest_price_time(vs_currency).await? {
+                if held > answer.recorded_at {
+                    return Err(RunError::OutOfOrder {
+                        file: answer.file.clone(),
+                        vs_currency: vs_currency.to_string(),
+                        recorded_at: answer.recorded_at,
+                        held,
+                    });
+                }
+            }
+        }
         let recorded = apply.recorded_prices(vs_currency, &coin_ids).await?;
         let recordable: Vec<bool> = quotes
             .iter()
@@ -141,7 +180,7 @@ impl Ingest {
             })
             .collect();
         let written = apply
-            .write_prices(run_id, vs_currency, &quotes, &recordable)
+            .write_prices(run_id, vs_currency, &quotes, &recordable, recorded_at)
             .await?;
         // Pruned first, so that a run always keeps its own pages, even with a retention of 0 days.
         let pruned = apply
@@ -151,10 +190,10 @@ impl Ingest {
             tracing::info!(pruned, "old raw pages pruned");
         }
         if self.settings.store_raw {
-            apply.store_raw_pages(run_id, &pages).await?;
+            apply.store_raw_pages(run_id, pages).await?;
         }
 
-        let counts = counts(&market, written, pages.len());
+        let counts = counts(market, written, pages.len());
         let summary = Summary::succeeded(
             run_id.to_string(),
             trigger_id,

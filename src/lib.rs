@@ -1,11 +1,13 @@
 //! coingecko-cdc: CoinGecko market data into PostgreSQL with exact, idempotent
 //! price-based change data capture.
 //!
-//! The pure core ([`market`], [`cdc`], [`summary`], [`trigger`], [`status`]) does no I/O; the
-//! edges ([`coingecko`], [`store`], [`database`], [`secrets`], [`lambda`], [`cli`], [`chart`]) do;
+//! The pure core ([`market`], [`cdc`], [`summary`], [`trigger`], [`status`], [`replay`]) does no
+//! I/O; the edges ([`coingecko`], [`store`], [`database`], [`secrets`], [`lambda`], [`cli`],
+//! [`chart`], [`archive`]) do;
 //! [`ingest`] ties one run together and [`app`] holds what runs share.
 
 pub mod app;
+pub mod archive;
 pub mod cdc;
 pub mod chart;
 pub mod cli;
@@ -15,6 +17,7 @@ pub mod database;
 pub mod ingest;
 pub mod lambda;
 pub mod market;
+pub mod replay;
 pub mod secrets;
 pub mod status;
 pub mod store;

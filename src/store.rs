@@ -446,14 +446,32 @@ impl Apply<'_> {
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    /// The newest `source_updated_at` in `current_prices` for `vs_currency`.
+    pub async fn latest_price_time(
+        &self,
+        vs_currency: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = self
+            .tx
+            .query_one(
+                "SELECT max(source_updated_at) FROM current_prices WHERE vs_currency = $1",
+                &[&vs_currency],
+            )
+            .await
+            .during("reading the newest price time")?;
+        Ok(row.get(0))
+    }
+
     /// Appends history for the quotes marked recordable and brings `current_prices` to the
     /// quotes, rewriting only rows whose values changed. One statement, whatever the count.
+    /// `as_of`: when the quotes were seen, for a recorded answer; a live run's is now.
     pub async fn write_prices(
         &self,
         run_id: Uuid,
         vs_currency: &str,
         quotes: &[&Quote],
         recordable: &[bool],
+        as_of: Option<DateTime<Utc>>,
     ) -> Result<Written, StoreError> {
         let column =
             |f: fn(&Quote) -> Option<Decimal>| quotes.iter().map(|q| f(q)).collect::<Vec<_>>();
@@ -470,11 +488,11 @@ impl Apply<'_> {
             .filter_map(|(at, &record)| record.then_some(*at))
             .collect();
         // History rows need their month's partition; next month's is made ahead, off the
-        // critical path of the first run of that month. Rows without a time get now().
+        // critical path of the first run of that month. Rows without a time get `as_of`.
         self.tx
             .execute(
-                "SELECT price_history_make_partitions($1::timestamptz[] || ARRAY[now(), now() + interval '1 month'])",
-                &[&recorded_times],
+                "SELECT price_history_make_partitions($1::timestamptz[] || ARRAY[coalesce($2, now()), now(), now() + interval '1 month'])",
+                &[&recorded_times, &as_of],
             )
             .await
             .during("making the partitions of price_history")?;
@@ -502,6 +520,7 @@ impl Apply<'_> {
                     &updated,
                     &recordable,
                     &keys,
+                    &as_of,
                 ],
             )
             .await
@@ -601,11 +620,12 @@ WITH incoming AS (
              total_volume, high_24h, low_24h, price_change_24h, price_change_percentage_24h,
              circulating_supply, total_supply, max_supply, source_updated_at, recordable, coin_key)
 ),
+clock AS (SELECT coalesce($20::timestamptz, now()) AS as_of),
 history AS (
     INSERT INTO price_history
         (coin_id, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
-    SELECT coin_id, $2, price, market_cap, total_volume, coalesce(source_updated_at, now()), now(), $1
-    FROM incoming
+    SELECT coin_id, $2, price, market_cap, total_volume, coalesce(source_updated_at, as_of), as_of, $1
+    FROM incoming, clock
     WHERE recordable
     ON CONFLICT (coin_key(coin_id), vs_currency, source_updated_at) DO NOTHING
     RETURNING coin_id
@@ -619,11 +639,12 @@ upserted AS (
     SELECT i.coin_id, $2, i.symbol, i.name, i.price, i.market_cap, i.market_cap_rank,
            i.total_volume, i.high_24h, i.low_24h, i.price_change_24h, i.price_change_percentage_24h,
            i.circulating_supply, i.total_supply, i.max_supply, i.source_updated_at,
-           now(), now(),
+           clock.as_of, clock.as_of,
            CASE WHEN h.coin_id IS NOT NULL THEN i.price END,
-           CASE WHEN h.coin_id IS NOT NULL THEN now() END,
+           CASE WHEN h.coin_id IS NOT NULL THEN clock.as_of END,
            i.coin_key
     FROM incoming i
+    CROSS JOIN clock
     LEFT JOIN history h ON h.coin_id = i.coin_id
     ON CONFLICT (coin_key, vs_currency) DO UPDATE SET
         symbol = excluded.symbol,

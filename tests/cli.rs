@@ -135,7 +135,7 @@ async fn a_failed_run_exits_non_zero_with_a_one_line_cause() {
 async fn without_auto_migrate_an_unmigrated_database_says_to_migrate() {
     let mut app = spawn_app().await;
     let empty = common::fresh_database().await;
-    app.set("DATABASE_URL", &empty);
+    app.set("DATABASE_URL", &empty.url);
     app.serve(&[fixture("markets-2024-09-05.json")]).await;
 
     let refused = cli(&app, &["run"], &[("AUTO_MIGRATE", "false")]).await;

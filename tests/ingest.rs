@@ -679,7 +679,8 @@ async fn raw_pages_follow_store_raw_and_are_pruned_after_the_retention() {
 
 #[tokio::test]
 async fn processes_starting_at_once_migrate_safely() {
-    let url = common::fresh_database().await;
+    let database = common::fresh_database().await;
+    let url = &database.url;
     let config: tokio_postgres::Config = url.parse().unwrap();
     let migrations = (0..4).map(|_| async {
         let mut store = common::connector().connect(&config).await.unwrap();
@@ -690,7 +691,7 @@ async fn processes_starting_at_once_migrate_safely() {
         outcome.expect("a concurrent migration failed");
     }
 
-    let db = common::connect(&url).await;
+    let db = common::connect(url).await;
     let applied: i64 = db
         .query_one("SELECT count(*) FROM refinery_schema_history", &[])
         .await

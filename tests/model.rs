@@ -252,7 +252,6 @@ async fn check(threshold: &'static str, runs: Vec<Vec<Entry>>) -> Result<(), Tes
         assert_summary(&summary, &expected, &run)?;
         assert_tables(&app, &model, &run).await?;
     }
-    app.drop_database().await;
     Ok(())
 }
 
@@ -300,7 +299,6 @@ async fn check_overlapping(
         &format!("after {} overlapping runs", answers.len()),
     )
     .await?;
-    app.drop_database().await;
     Ok(())
 }
 

@@ -213,12 +213,13 @@ async fn retention_drops_a_month_while_rows_stay_append_only() {
 
 #[tokio::test]
 async fn migrating_to_partitions_keeps_every_row_the_views_and_their_grants() {
-    let database_url = common::fresh_database().await;
+    let database = common::fresh_database().await;
+    let database_url = &database.url;
     let config = database_url.parse().unwrap();
     let mut store = connector().connect(&config).await.unwrap();
     store.migrate_to(Some(2)).await.unwrap();
-    let db = connect(&database_url).await;
-    let reader = format!("cdc_reader_{}", uuid::Uuid::now_v7().simple());
+    let db = connect(database_url).await;
+    let reader = database.role_name("cdc_reader");
     // A generated role name: DDL takes no parameters.
     db.batch_execute(&format!(
         "CREATE ROLE {reader};

@@ -95,11 +95,13 @@ pub struct TestApp {
     pub database_url: String,
     pub db: Client,
     env: HashMap<String, String>,
+    pub database: TestDatabase,
 }
 
 /// A fresh, migrated database and an empty CoinGecko stub.
 pub async fn spawn_app() -> TestApp {
-    let database_url = fresh_database().await;
+    let database = fresh_database().await;
+    let database_url = database.url.clone();
     let db = connect(&database_url).await;
     let coingecko = MockServer::start().await;
     let env = HashMap::from([
@@ -116,13 +118,22 @@ pub async fn spawn_app() -> TestApp {
         database_url,
         db,
         env,
+        database,
     };
     app.store().await.migrate().await.expect("migrating");
     app
 }
 
-/// A new empty database on the test server; returns its URL.
-pub async fn fresh_database() -> String {
+/// A database made for one test, dropped with the roles made for it when the test ends, passing
+/// or failing. `KEEP_TEST_DATABASES=1` keeps them, to look at a failure.
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+    roles: std::sync::Mutex<Vec<String>>,
+}
+
+/// A new empty database on the test server.
+pub async fn fresh_database() -> TestDatabase {
     let server = server_url();
     let name = format!("cdc_test_{}", uuid::Uuid::now_v7().simple());
     // A generated identifier: database names cannot be bound as parameters.
@@ -131,7 +142,54 @@ pub async fn fresh_database() -> String {
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .expect("creating the test database");
-    with_dbname(&server, &name)
+    TestDatabase {
+        url: with_dbname(&server, &name),
+        name,
+        roles: Default::default(),
+    }
+}
+
+impl TestDatabase {
+    /// A name for a role this test makes on the server (roles outlive databases): it is dropped
+    /// after the database.
+    pub fn role_name(&self, prefix: &str) -> String {
+        let name = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
+        self.roles.lock().unwrap().push(name.clone());
+        name
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if std::env::var_os("KEEP_TEST_DATABASES").is_some() {
+            eprintln!("kept {}", self.url);
+            return;
+        }
+        let mut sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE);", self.name);
+        for role in self.roles.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            sql.push_str(&format!("DROP ROLE IF EXISTS {role};"));
+        }
+        // The test's runtime cannot block on itself from here: a thread and a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    let (client, connection) =
+                        tokio_postgres::connect(&server_url(), NoTls).await?;
+                    tokio::spawn(connection);
+                    client.batch_execute(&sql).await
+                })
+                .map_err(std::io::Error::other)
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!(
+                "could not drop the test database {}: {dropped:?}",
+                self.name
+            );
+        }
+    }
 }
 
 fn with_dbname(server: &str, name: &str) -> String {
@@ -168,20 +226,6 @@ impl TestApp {
 
     pub fn env(&self) -> &HashMap<String, String> {
         &self.env
-    }
-
-    /// Drops this test's database: for tests that make hundreds (the property tests). A failing
-    /// case never gets here, so its database stays to be looked at.
-    pub async fn drop_database(self) {
-        let url = url::Url::parse(&self.database_url).expect("a postgres:// URL");
-        let name = url.path().trim_start_matches('/').to_string();
-        drop(self.db);
-        // A generated identifier, as in fresh_database.
-        connect(&server_url())
-            .await
-            .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-            .await
-            .expect("dropping the test database");
     }
 
     pub async fn store(&self) -> Store {
