@@ -36,7 +36,7 @@ fn require_cargo_lambda() {
         .is_ok_and(|o| o.status.success());
     assert!(
         found,
-        "cargo-lambda is not installed: `pip install cargo-lambda` (see the README, \"Run it as Lambda locally\")"
+        "cargo-lambda is not installed: `pip install cargo-lambda` (see docs/operations.md, \"Run it as Lambda locally\")"
     );
 }
 
