@@ -110,7 +110,9 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             .report_progress_to(Box::new(TerminalProgress::new(pages)));
     }
     match command {
-        Command::Migrate => app.migrate().await?,
+        Command::Migrate => {
+            app.migrate().await?;
+        }
         Command::Run { .. } => {
             let summary = app.run(trigger_id, None).await?;
             println!("{}", serde_json::to_string(&summary)?);
