@@ -22,7 +22,7 @@ use crate::chart::Series;
 use crate::coingecko::RawPage;
 use crate::config::{DbTls, SslMode};
 use crate::market::{jsonb_storable, Quote};
-use crate::status::RunRecord;
+use crate::status::{HealthFacts, RunRecord};
 use crate::summary::Summary;
 
 mod embedded {
@@ -325,16 +325,23 @@ impl Store {
             .collect())
     }
 
-    pub async fn last_success(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+    /// What health is judged from, whatever runs are shown: the most recent finished run (in the
+    /// order the runs are shown, newest start first) and the last success.
+    pub async fn health_facts(&self) -> Result<HealthFacts, StoreError> {
         let row = self
             .client
             .query_one(
-                "SELECT max(finished_at) FROM ingest_runs WHERE status = 'succeeded'",
+                "SELECT (SELECT status FROM ingest_runs WHERE status <> 'running'
+                         ORDER BY started_at DESC LIMIT 1),
+                        (SELECT max(finished_at) FROM ingest_runs WHERE status = 'succeeded')",
                 &[],
             )
             .await
             .during("reading ingest_runs")?;
-        Ok(row.get(0))
+        Ok(HealthFacts {
+            last_finished_status: row.get(0),
+            last_success: row.get(1),
+        })
     }
 
     /// Which of `coin_ids` have ever been ingested in `vs_currency`.
