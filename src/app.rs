@@ -105,8 +105,8 @@ impl<S: SecretSource> App<S> {
         self.database.connect().await
     }
 
-    /// Applies the migrations, whatever `AUTO_MIGRATE` says.
-    pub async fn migrate(&self) -> Result<(), AppError> {
+    /// Applies the migrations, whatever `AUTO_MIGRATE` says; returns the names of those applied.
+    pub async fn migrate(&self) -> Result<Vec<String>, AppError> {
         Ok(self.database.connect().await?.migrate().await?)
     }
 }

@@ -42,12 +42,12 @@ enum Command {
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
-    /// Show the last runs; the exit code says whether the ingest is healthy (0), its last run
-    /// failed (2), or no run succeeded within --max-age (3).
+    /// Show the last runs and whether the ingest is healthy; the exit code tells cron and monitoring.
+    #[command(after_help = status::exit_codes_help())]
     Status {
-        /// How many runs to show.
+        /// How many runs to show (health does not depend on it).
         #[arg(long, default_value_t = 10)]
-        limit: i64,
+        limit: u32,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -119,7 +119,9 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             .report_progress_to(Box::new(TerminalProgress::new(pages)));
     }
     match command {
-        Command::Migrate => app.migrate().await?,
+        Command::Migrate => {
+            app.migrate().await?;
+        }
         Command::Run { .. } => {
             let summary = app.run(trigger_id, None).await?;
             println!("{}", serde_json::to_string(&summary)?);
@@ -134,22 +136,19 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             max_age,
         } => {
             let store = app.connect().await?;
-            let runs = store.recent_runs(limit).await?;
-            let last_success = store.last_success().await?;
-            let health = status::health(&runs, last_success, Utc::now(), max_age.map(Into::into));
+            let runs = store.recent_runs(limit.into()).await?;
+            let facts = store.health_facts().await?;
+            let health = status::health(&facts, Utc::now(), max_age.map(Into::into));
             if json {
                 let report = serde_json::json!({
                     "health": health,
-                    "last_success_at": last_success,
+                    "last_success_at": facts.last_success,
                     "runs": runs,
                 });
                 println!("{report}");
             } else {
                 println!("{}", status::table(&runs));
-                println!(
-                    "health: {}",
-                    serde_json::to_value(health)?.as_str().unwrap_or_default()
-                );
+                println!("health: {}", health.as_str());
             }
             return Ok(ExitCode::from(health.exit_code()));
         }

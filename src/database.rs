@@ -19,7 +19,7 @@ const INVALID_PASSWORD: &str = "28P01";
 pub enum ConnectError {
     #[error("neither DATABASE_URL nor DB_SECRET_ID is set: give one of them")]
     NotConfigured,
-    #[error("secret {0} has no \"host\": set DB_HOST")]
+    #[error("secret {0} has no \"host\": set DB_HOST (the template's DbHost parameter) to the database's host name")]
     NoHost(String),
     #[error(transparent)]
     Secret(#[from] SecretError),

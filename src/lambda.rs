@@ -1,15 +1,32 @@
-//! The Lambda edge: turns an event into a run and the run into the function's result.
+//! The Lambda edge: turns an event into a run (or the migrations) and that into the function's result.
 
 use std::time::Duration;
 
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::app::{App, AppError};
 use crate::ingest::RunError;
 use crate::secrets::SecretSource;
-use crate::summary::Summary;
-use crate::trigger::{self, EventError};
+use crate::summary::{RunStatus, Summary};
+use crate::trigger::{self, EventError, Request};
+
+/// The function's result: the run's summary, or what a migrate request applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Response {
+    Run(Summary),
+    Migrated(Migrated),
+}
+
+/// `{"status": "migrated", "applied": ["V1__initial", …]}`; `applied` is empty when the schema
+/// was already current.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename = "migrated")]
+pub struct Migrated {
+    pub applied: Vec<String>,
+}
 
 /// A failed invocation: Lambda's retries, the dead-letter queue and the alarms see it.
 #[derive(Debug, thiserror::Error)]
@@ -42,14 +59,20 @@ impl From<FunctionError> for Diagnostic {
 pub async fn handle<S: SecretSource>(
     app: &App<S>,
     event: LambdaEvent<Value>,
-) -> Result<Summary, FunctionError> {
-    let trigger_id = trigger::trigger_id(&event.payload)?;
-    let summary = app.run(trigger_id, time_left(&event.context)).await?;
-    println!(
-        "{}",
-        metrics_record(&summary, chrono::Utc::now().timestamp_millis())
-    );
-    Ok(summary)
+) -> Result<Response, FunctionError> {
+    match trigger::request(&event.payload)? {
+        Request::Migrate => Ok(Response::Migrated(Migrated {
+            applied: app.migrate().await?,
+        })),
+        Request::Run { trigger_id } => {
+            let summary = app.run(trigger_id, time_left(&event.context)).await?;
+            println!(
+                "{}",
+                metrics_record(&summary, chrono::Utc::now().timestamp_millis())
+            );
+            Ok(Response::Run(summary))
+        }
+    }
 }
 
 /// The time until the invocation's deadline (epoch milliseconds). None when there is no usable
@@ -60,27 +83,39 @@ fn time_left(context: &Context) -> Option<Duration> {
 }
 
 /// A CloudWatch Embedded Metric Format record: a log line that CloudWatch turns into metrics.
+/// A duplicate (a redelivered event) counts as `Duplicate` 1 and repeats none of the first run's
+/// figures, which sums would count twice; a real run counts `Duplicate` 0, so its average is the
+/// share of redeliveries.
 pub fn metrics_record(summary: &Summary, timestamp_ms: i64) -> Value {
-    json!({
+    let metrics: &[(&str, &str, u64)] = match summary.status {
+        RunStatus::Succeeded => &[
+            ("Fetched", "Count", summary.fetched),
+            ("Rejected", "Count", summary.rejected),
+            ("HistoryInserted", "Count", summary.history_inserted),
+            ("Duration", "Milliseconds", summary.duration_ms),
+            ("Duplicate", "Count", 0),
+        ],
+        RunStatus::Duplicate => &[("Duplicate", "Count", 1)],
+    };
+    let declared: Vec<Value> = metrics
+        .iter()
+        .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
+        .collect();
+    let mut record = json!({
         "_aws": {
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": "CoinGeckoCdc",
                 "Dimensions": [["VsCurrency"]],
-                "Metrics": [
-                    {"Name": "Fetched", "Unit": "Count"},
-                    {"Name": "Rejected", "Unit": "Count"},
-                    {"Name": "HistoryInserted", "Unit": "Count"},
-                    {"Name": "Duration", "Unit": "Milliseconds"}
-                ]
+                "Metrics": declared
             }]
         },
         "VsCurrency": summary.vs_currency,
-        "Fetched": summary.fetched,
-        "Rejected": summary.rejected,
-        "HistoryInserted": summary.history_inserted,
-        "Duration": summary.duration_ms,
         "run_id": summary.run_id,
         "status": summary.status.as_str(),
-    })
+    });
+    for (name, _, value) in metrics {
+        record[*name] = json!(value);
+    }
+    record
 }

@@ -17,45 +17,105 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
     Healthy,
     /// The most recent finished run failed.
     LastRunFailed,
-    /// No run succeeded within `--max-age` (or none ever did).
+    /// No run succeeded within `--max-age`.
     Stale,
+    /// No run has finished yet: a new database, or one whose first run is still going.
+    NoRuns,
 }
 
 impl Health {
-    /// The exit code cron and monitoring see: 0 healthy, 2 last run failed, 3 stale.
+    const ALL: [Health; 4] = [
+        Health::Healthy,
+        Health::LastRunFailed,
+        Health::Stale,
+        Health::NoRuns,
+    ];
+
+    /// The exit code cron and monitoring see. 1 (the check itself failed) and 2 (clap's usage
+    /// error) are left out, so that no mistake reads as a verdict.
     pub fn exit_code(self) -> u8 {
         match self {
             Health::Healthy => 0,
-            Health::LastRunFailed => 2,
-            Health::Stale => 3,
+            Health::LastRunFailed => 3,
+            Health::Stale => 4,
+            Health::NoRuns => 5,
+        }
+    }
+
+    /// The name in `--json` and on the table's last line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::LastRunFailed => "last_run_failed",
+            Health::Stale => "stale",
+            Health::NoRuns => "no_runs",
+        }
+    }
+
+    fn meaning(self) -> &'static str {
+        match self {
+            Health::Healthy => "the last finished run succeeded (within --max-age, when given)",
+            Health::LastRunFailed => "the most recent finished run failed",
+            Health::Stale => "no run succeeded within --max-age",
+            Health::NoRuns => "no run has finished yet",
         }
     }
 }
 
-/// Judges `runs` (newest first), ignoring runs still in progress.
+impl Serialize for Health {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// The exit codes, for `status --help`.
+pub fn exit_codes_help() -> String {
+    let mut codes: Vec<(u8, String)> = Health::ALL
+        .iter()
+        .map(|h| (h.exit_code(), format!("{}: {}", h.as_str(), h.meaning())))
+        .collect();
+    codes.push((
+        1,
+        "the status could not be read (a bad setting, the database unreachable)".into(),
+    ));
+    codes.push((2, "usage error (bad arguments)".into()));
+    codes.sort();
+    let lines: Vec<String> = codes
+        .iter()
+        .map(|(code, meaning)| format!("  {code}  {meaning}"))
+        .collect();
+    format!("Exit codes:\n{}", lines.join("\n"))
+}
+
+/// What health is judged from; read apart from the runs shown, so `--limit` cannot hide it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HealthFacts {
+    /// The status of the most recent finished run (`succeeded` or `failed`), if any has finished.
+    pub last_finished_status: Option<String>,
+    /// When the last successful run finished.
+    pub last_success: Option<DateTime<Utc>>,
+}
+
+/// Judges the ingest: runs still in progress do not count.
 pub fn health(
-    runs: &[RunRecord],
-    last_success: Option<DateTime<Utc>>,
+    facts: &HealthFacts,
     now: DateTime<Utc>,
     max_age: Option<std::time::Duration>,
 ) -> Health {
-    if runs
-        .iter()
-        .find(|r| r.status != "running")
-        .is_some_and(|r| r.status == "failed")
-    {
-        return Health::LastRunFailed;
+    match facts.last_finished_status.as_deref() {
+        None => return Health::NoRuns,
+        Some("failed") => return Health::LastRunFailed,
+        Some(_) => {}
     }
     let Some(max_age) = max_age else {
         return Health::Healthy;
     };
-    match last_success {
+    match facts.last_success {
         Some(at) if (now - at).to_std().is_ok_and(|age| age <= max_age) => Health::Healthy,
         Some(at) if at > now => Health::Healthy,
         _ => Health::Stale,
@@ -127,25 +187,60 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 27, 15, minute, 0).unwrap()
     }
 
+    fn facts(last_finished: Option<&str>, last_success: Option<u32>) -> HealthFacts {
+        HealthFacts {
+            last_finished_status: last_finished.map(String::from),
+            last_success: last_success.map(at),
+        }
+    }
+
     #[test]
-    fn a_failed_last_run_is_unhealthy_even_while_another_runs() {
-        let runs = [run("running", 10), run("failed", 5), run("succeeded", 0)];
-        assert_eq!(
-            health(&runs, Some(at(0)), at(11), None),
-            Health::LastRunFailed
-        );
-        assert_eq!(Health::LastRunFailed.exit_code(), 2);
+    fn a_failed_last_run_is_unhealthy_even_after_an_earlier_success() {
+        let failed = facts(Some("failed"), Some(0));
+        assert_eq!(health(&failed, at(11), None), Health::LastRunFailed);
+        let fifteen = Some(Duration::from_secs(15 * 60));
+        assert_eq!(health(&failed, at(11), fifteen), Health::LastRunFailed);
+        assert_eq!(Health::LastRunFailed.exit_code(), 3);
     }
 
     #[test]
     fn an_old_last_success_is_stale_only_with_a_max_age() {
-        let runs = [run("succeeded", 0)];
+        let succeeded = facts(Some("succeeded"), Some(0));
         let fifteen = Some(Duration::from_secs(15 * 60));
-        assert_eq!(health(&runs, Some(at(0)), at(15), fifteen), Health::Healthy);
-        assert_eq!(health(&runs, Some(at(0)), at(16), fifteen), Health::Stale);
-        assert_eq!(health(&runs, Some(at(0)), at(59), None), Health::Healthy);
-        assert_eq!(health(&[], None, at(0), fifteen), Health::Stale);
-        assert_eq!(Health::Stale.exit_code(), 3);
+        assert_eq!(health(&succeeded, at(15), fifteen), Health::Healthy);
+        assert_eq!(health(&succeeded, at(16), fifteen), Health::Stale);
+        assert_eq!(health(&succeeded, at(59), None), Health::Healthy);
+        assert_eq!(Health::Stale.exit_code(), 4);
+    }
+
+    #[test]
+    fn no_finished_run_is_not_healthy_with_or_without_a_max_age() {
+        let fifteen = Some(Duration::from_secs(15 * 60));
+        for max_age in [None, fifteen] {
+            assert_eq!(
+                health(&HealthFacts::default(), at(0), max_age),
+                Health::NoRuns
+            );
+        }
+        assert_eq!(Health::NoRuns.exit_code(), 5);
+        assert_eq!(Health::Healthy.exit_code(), 0);
+    }
+
+    #[test]
+    fn exit_codes_are_distinct_and_clear_of_failure_and_usage_errors() {
+        let mut codes: Vec<u8> = Health::ALL.iter().map(|h| h.exit_code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes, [0, 3, 4, 5]);
+        let help = exit_codes_help();
+        for health in Health::ALL {
+            let line = format!("  {}  {}: ", health.exit_code(), health.as_str());
+            assert!(help.contains(&line), "{line:?} missing from\n{help}");
+        }
+        assert!(
+            help.contains("  1  ") && help.contains("  2  usage error"),
+            "{help}"
+        );
     }
 
     #[test]

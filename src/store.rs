@@ -22,7 +22,7 @@ use crate::chart::Series;
 use crate::coingecko::RawPage;
 use crate::config::{DbTls, SslMode};
 use crate::market::{jsonb_storable, Quote};
-use crate::status::RunRecord;
+use crate::status::{HealthFacts, RunRecord};
 use crate::summary::Summary;
 
 mod embedded {
@@ -33,6 +33,8 @@ mod embedded {
 const RAW_PAGES_PER_STATEMENT: usize = 10;
 /// The advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x6367_6364_635f_6d67;
+/// What a migration failure says it was doing; its advice depends on it.
+const APPLYING_MIGRATIONS: &str = "applying migrations";
 /// The advisory lock that serialises the apply of runs (also for operators who need to hold runs off).
 pub const RUN_LOCK: i64 = 0x6367_6364_635f_726e;
 
@@ -74,7 +76,7 @@ impl StoreError {
         if let Some(hint) = hint {
             detail.push_str(&format!("; hint: {hint}"));
         }
-        if let Some(advice) = code.and_then(advice) {
+        if let Some(advice) = code.and_then(|code| advice(action, code)) {
             detail.push_str("; ");
             detail.push_str(advice);
         }
@@ -86,9 +88,13 @@ impl StoreError {
     }
 }
 
-/// What to do about the failures an operator can fix.
-fn advice(code: &SqlState) -> Option<&'static str> {
+/// What to do about the failures an operator can fix, given what was being done: an SQLSTATE can
+/// mean different things (42501 is also the append-only refusal of `price_history`).
+fn advice(action: &str, code: &SqlState) -> Option<&'static str> {
     Some(match *code {
+        SqlState::INSUFFICIENT_PRIVILEGE if action == APPLYING_MIGRATIONS => {
+            "this role may not change the schema (the least-privilege ingest role may not): deploy with AUTO_MIGRATE=false (template parameter AutoMigrate=false) and run the migrations as the owner: `coingecko-cdc migrate` with the owner's DATABASE_URL, or invoke the function once with events/migrate.json using the owner's credentials (DbSecretArn naming the owner's secret)"
+        }
         SqlState::UNDEFINED_TABLE => {
             "the schema is missing: run `coingecko-cdc migrate` or leave AUTO_MIGRATE on"
         }
@@ -224,13 +230,17 @@ impl Store {
             )
     }
 
-    /// Applies pending migrations; safe when several processes start at once.
-    pub async fn migrate(&mut self) -> Result<(), StoreError> {
+    /// Applies pending migrations; safe when several processes start at once. Returns the names
+    /// of those applied (`V1__initial`, …), none when the schema was current.
+    pub async fn migrate(&mut self) -> Result<Vec<String>, StoreError> {
         self.migrate_to(None).await
     }
 
-    /// Applies migrations up to `version`, or all of them.
-    pub async fn migrate_to(&mut self, version: Option<SchemaVersion>) -> Result<(), StoreError> {
+    /// Applies migrations up to `version`, or all of them; returns the names of those applied.
+    pub async fn migrate_to(
+        &mut self,
+        version: Option<SchemaVersion>,
+    ) -> Result<Vec<String>, StoreError> {
         self.client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
@@ -246,12 +256,17 @@ impl Store {
             .during("releasing the migration lock")?;
         let report = outcome.map_err(|e| {
             let code = sqlstate_in(&e);
-            StoreError::new("applying migrations", error_chain(&e), code.as_ref(), None)
+            StoreError::new(APPLYING_MIGRATIONS, error_chain(&e), code.as_ref(), None)
         })?;
-        for migration in report.applied_migrations() {
-            tracing::info!(migration = %migration, "migration applied");
+        let applied: Vec<String> = report
+            .applied_migrations()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for migration in &applied {
+            tracing::info!(%migration, "migration applied");
         }
-        Ok(())
+        Ok(applied)
     }
 
     /// The summary of the succeeded run with this trigger id, if there is one.
@@ -310,16 +325,23 @@ impl Store {
             .collect())
     }
 
-    pub async fn last_success(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+    /// What health is judged from, whatever runs are shown: the most recent finished run (in the
+    /// order the runs are shown, newest start first) and the last success.
+    pub async fn health_facts(&self) -> Result<HealthFacts, StoreError> {
         let row = self
             .client
             .query_one(
-                "SELECT max(finished_at) FROM ingest_runs WHERE status = 'succeeded'",
+                "SELECT (SELECT status FROM ingest_runs WHERE status <> 'running'
+                         ORDER BY started_at DESC LIMIT 1),
+                        (SELECT max(finished_at) FROM ingest_runs WHERE status = 'succeeded')",
                 &[],
             )
             .await
             .during("reading ingest_runs")?;
-        Ok(row.get(0))
+        Ok(HealthFacts {
+            last_finished_status: row.get(0),
+            last_success: row.get(1),
+        })
     }
 
     /// Which of `coin_ids` have ever been ingested in `vs_currency`.
@@ -678,3 +700,40 @@ upserted AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM history), (SELECT count(*) FROM upserted)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insufficient_privilege_is_put_down_to_the_role_only_during_migrations() {
+        let denied = Some(&SqlState::INSUFFICIENT_PRIVILEGE);
+        let migrating = StoreError::new(
+            APPLYING_MIGRATIONS,
+            "permission denied for schema public".into(),
+            denied,
+            None,
+        );
+        for advice in [
+            "(SQLSTATE 42501)",
+            "may not change the schema",
+            "AUTO_MIGRATE=false",
+            "AutoMigrate=false",
+            "`coingecko-cdc migrate`",
+            "events/migrate.json",
+        ] {
+            assert!(migrating.detail.contains(advice), "{advice}: {migrating}");
+        }
+        // The append-only trigger of price_history refuses with the same SQLSTATE.
+        let appending = StoreError::new(
+            "writing current_prices and price_history",
+            "price_history is append-only: UPDATE is refused".into(),
+            denied,
+            Some("history rows are never changed or removed"),
+        );
+        assert_eq!(
+            appending.detail,
+            "price_history is append-only: UPDATE is refused (SQLSTATE 42501); hint: history rows are never changed or removed"
+        );
+    }
+}

@@ -1,4 +1,4 @@
-//! What started a run, read from the event payload. Pure: no I/O.
+//! What an invocation asks for, read from the event payload. Pure: no I/O.
 //!
 //! The trigger id makes retries idempotent: a run whose trigger id already has a
 //! succeeded run does nothing. It must therefore be stable across retries of the
@@ -7,12 +7,37 @@
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unrecognised event ({found}): expected an EventBridge scheduled event (its \"id\" is the trigger id), EventBridge Scheduler's input {{\"trigger_id\": \"…\"}} or its default envelope (its scheduled \"time\" is the trigger id), or {{}} for a run without a trigger id")]
+#[error("unrecognised event ({found}): expected an EventBridge scheduled event (its \"id\" is the trigger id), EventBridge Scheduler's input {{\"trigger_id\": \"…\"}} or its default envelope (its scheduled \"time\" is the trigger id), or {{}} for a run without a trigger id; the Lambda function also takes {{\"migrate\": true}}, which applies the database migrations")]
 pub struct EventError {
     found: String,
 }
 
-/// The trigger id carried by `event`, if any.
+/// What an invocation asks the function to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// One ingest run, with the trigger id, if any, that makes its retries idempotent.
+    Run { trigger_id: Option<String> },
+    /// `{"migrate": true}`: apply the database migrations whatever `AUTO_MIGRATE` says, for an
+    /// owner who can invoke the function but not reach the database.
+    Migrate,
+}
+
+/// What `event` asks for: the migrations, or a run.
+pub fn request(event: &Value) -> Result<Request, EventError> {
+    match event.get("migrate") {
+        None => Ok(Request::Run {
+            trigger_id: trigger_id(event)?,
+        }),
+        Some(Value::Bool(true)) if event.as_object().is_some_and(|fields| fields.len() == 1) => {
+            Ok(Request::Migrate)
+        }
+        Some(_) => Err(EventError {
+            found: "\"migrate\" other than alone and true".into(),
+        }),
+    }
+}
+
+/// The trigger id carried by an event that asks for a run, if any.
 pub fn trigger_id(event: &Value) -> Result<Option<String>, EventError> {
     let unrecognised = |found: String| Err(EventError { found });
     let Value::Object(fields) = event else {
@@ -106,6 +131,42 @@ mod tests {
     }
 
     #[test]
+    fn migrate_alone_and_true_asks_for_the_migrations() {
+        assert_eq!(
+            request(&json!({"migrate": true})).unwrap(),
+            Request::Migrate
+        );
+        assert_eq!(
+            request(&json!({"trigger_id": "t"})).unwrap(),
+            Request::Run {
+                trigger_id: Some("t".into())
+            }
+        );
+        for event in [
+            json!({"migrate": false}),
+            json!({"migrate": "true"}),
+            json!({"migrate": true, "trigger_id": "t"}),
+        ] {
+            let err = request(&event).unwrap_err().to_string();
+            assert!(
+                err.contains("\"migrate\" other than alone and true"),
+                "{event}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_migrate_request_is_no_run() {
+        let err = trigger_id(&json!({"migrate": true}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the Lambda function also takes {\"migrate\": true}"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn anything_else_says_what_was_expected() {
         for event in [
             json!([]),
@@ -117,7 +178,7 @@ mod tests {
             json!({"detail-type": "Scheduled Event", "source": "aws.events"}),
             json!({"detail-type": "Scheduled Event", "source": "aws.scheduler", "id": "x"}),
         ] {
-            let err = trigger_id(&event).unwrap_err().to_string();
+            let err = request(&event).unwrap_err().to_string();
             assert!(
                 err.contains("expected an EventBridge scheduled event"),
                 "{err}"

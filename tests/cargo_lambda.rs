@@ -159,6 +159,13 @@ async fn watch_and_invoke_run_the_function_warm_and_across_a_secret_rotation() {
     assert_eq!(rotated["status"], "succeeded", "{rotated}");
     assert_eq!(rotated["unchanged"], 100);
 
+    let migrated = invoke(port, "events/migrate.json").await.unwrap();
+    assert_eq!(
+        migrated,
+        serde_json::json!({"status": "migrated", "applied": []}),
+        "the runs had migrated already"
+    );
+
     let bad = invoke(port, "Cargo.toml").await.unwrap_err();
     assert!(bad.contains("expected") || bad.contains("JSON"), "{bad}");
 

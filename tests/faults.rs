@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use coingecko_cdc::lambda::handle;
+use coingecko_cdc::lambda::{handle, Response};
 use coingecko_cdc::secrets::SecretsManager;
 use coingecko_cdc::summary::RunStatus;
 use common::secure_postgres::SecurePostgres;
@@ -42,7 +42,9 @@ async fn postgres_restarting_between_warm_invocations_is_reconnected_to() {
         .await
         .expect("the warm invocation hung on the connection the restart ended");
 
-    let summary = second.expect("the warm invocation reconnects");
+    let Response::Run(summary) = second.expect("the warm invocation reconnects") else {
+        panic!("{{}} asks for a run");
+    };
     assert_eq!(summary.status, RunStatus::Succeeded);
     assert!(summary.history_inserted > 50, "{summary:?}");
 }

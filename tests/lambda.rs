@@ -5,9 +5,9 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use coingecko_cdc::lambda::{handle, metrics_record};
+use coingecko_cdc::lambda::{handle, metrics_record, Migrated, Response};
 use coingecko_cdc::secrets::{SecretError, SecretSource};
-use coingecko_cdc::summary::RunStatus;
+use coingecko_cdc::summary::{Counts, RunStatus, Summary};
 use common::{fixture, spawn_app};
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde_json::Value;
@@ -40,13 +40,34 @@ fn event(file: &str) -> LambdaEvent<Value> {
     LambdaEvent::new(serde_json::from_str(&text).unwrap(), Context::default())
 }
 
+/// The summary of an invocation that asked for a run.
+fn summary(response: Response) -> Summary {
+    match response {
+        Response::Run(summary) => summary,
+        other => panic!("not a run: {other:?}"),
+    }
+}
+
+/// The migrations shipped in migrations/, by name (`V1__initial`), in order.
+fn shipped_migrations() -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+            .unwrap()
+            .map(|entry| {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                name.trim_end_matches(".sql").to_string()
+            })
+            .collect();
+    names.sort_by_key(|name| name[1..name.find("__").unwrap()].parse::<u32>().unwrap());
+    names
+}
+
 #[tokio::test]
-async fn each_event_in_events_runs_once_and_a_redelivery_is_a_duplicate() {
+async fn each_event_in_events_does_what_it_asks_and_a_redelivery_is_a_duplicate() {
     let app = spawn_app().await;
     app.serve(&[fixture("markets-2024-09-05.json")]).await;
     let function = app.app_with(&[], MemorySecrets::default()).await;
-
-    for (file, trigger) in [
+    let runs = [
         (
             "eventbridge-rule.json",
             Some("7bf73129-1428-4cd3-a780-95db273d1602"),
@@ -54,16 +75,97 @@ async fn each_event_in_events_runs_once_and_a_redelivery_is_a_duplicate() {
         ("scheduler-input.json", Some("2026-11-27T15:00:00Z")),
         ("scheduler-envelope.json", Some("2026-11-27T15:05:00Z")),
         ("manual.json", None),
-    ] {
-        let summary = handle(&function, event(file)).await.unwrap();
-        assert_eq!(summary.trigger_id.as_deref(), trigger, "{file}");
-        assert_eq!(summary.status, RunStatus::Succeeded, "{file}");
+    ];
+    let mut tested: Vec<&str> = runs.iter().map(|(file, _)| *file).collect();
+    tested.push("migrate.json");
+    tested.sort();
+    let mut present: Vec<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/events"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+    present.sort();
+    assert_eq!(present, tested, "every file in events/ is tested here");
+
+    for (file, trigger) in runs {
+        let run = summary(handle(&function, event(file)).await.unwrap());
+        assert_eq!(run.trigger_id.as_deref(), trigger, "{file}");
+        assert_eq!(run.status, RunStatus::Succeeded, "{file}");
     }
-    let again = handle(&function, event("eventbridge-rule.json"))
-        .await
-        .unwrap();
+    let again = summary(
+        handle(&function, event("eventbridge-rule.json"))
+            .await
+            .unwrap(),
+    );
     assert_eq!(again.status, RunStatus::Duplicate);
     assert_eq!(app.count("price_history").await, 100);
+    let migrated = handle(&function, event("migrate.json")).await.unwrap();
+    assert_eq!(
+        migrated,
+        Response::Migrated(Migrated { applied: vec![] }),
+        "the schema was current"
+    );
+    assert_eq!(
+        app.count("ingest_runs").await,
+        4,
+        "a migrate request is no run"
+    );
+}
+
+#[tokio::test]
+async fn a_migrate_request_applies_the_migrations_whatever_auto_migrate_says() {
+    let mut app = spawn_app().await;
+    let unmigrated = common::fresh_database().await;
+    app.set("DATABASE_URL", &unmigrated);
+    let function = app
+        .app_with(&[("AUTO_MIGRATE", "false")], MemorySecrets::default())
+        .await;
+
+    let first = handle(&function, event("migrate.json")).await.unwrap();
+    let again = handle(&function, event("migrate.json")).await.unwrap();
+
+    let answer = serde_json::to_value(&first).unwrap();
+    assert_eq!(
+        answer,
+        serde_json::json!({"status": "migrated", "applied": shipped_migrations()})
+    );
+    assert_eq!(again, Response::Migrated(Migrated { applied: vec![] }));
+    let runs: i64 = common::connect(&unmigrated)
+        .await
+        .query_one("SELECT count(*) FROM ingest_runs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 0);
+    assert!(app.coingecko.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_secret_without_host_and_an_empty_db_host_name_the_setting_and_the_parameter() {
+    let app = spawn_app().await;
+    let secrets = MemorySecrets::default();
+    secrets.values.lock().unwrap().insert(
+        "db-secret".into(),
+        r#"{"username":"postgres","password":"unused"}"#.into(),
+    );
+    // What the template sets when its DbHost parameter is left empty.
+    let function = app
+        .app_with(&[("DB_SECRET_ID", "db-secret"), ("DB_HOST", "")], secrets)
+        .await;
+
+    let diagnostic: Diagnostic = handle(&function, event("manual.json"))
+        .await
+        .unwrap_err()
+        .into();
+
+    assert_eq!(diagnostic.error_type, "DatabaseUnreachable");
+    let message = diagnostic.error_message;
+    assert!(
+        message.contains("secret db-secret has no \"host\"")
+            && message.contains("set DB_HOST")
+            && message.contains("DbHost"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -160,8 +262,8 @@ async fn credentials_come_from_the_secret_once_and_the_connection_stays_warm() {
         )
         .await;
 
-    let cold = handle(&function, event("manual.json")).await.unwrap();
-    let warm = handle(&function, event("manual.json")).await.unwrap();
+    let cold = summary(handle(&function, event("manual.json")).await.unwrap());
+    let warm = summary(handle(&function, event("manual.json")).await.unwrap());
 
     assert_eq!((cold.history_inserted, warm.history_inserted), (100, 0));
     let backends: i64 = app
@@ -192,17 +294,16 @@ async fn a_closed_connection_is_reopened_on_the_next_invocation() {
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
-    let summary = handle(&function, event("manual.json")).await.unwrap();
-    assert_eq!(summary.status, RunStatus::Succeeded);
+    let reopened = summary(handle(&function, event("manual.json")).await.unwrap());
+    assert_eq!(reopened.status, RunStatus::Succeeded);
 }
 
-#[test]
-fn metrics_are_an_embedded_metric_format_record() {
-    let summary = coingecko_cdc::summary::Summary::succeeded(
+fn a_run() -> Summary {
+    Summary::succeeded(
         "r".into(),
-        None,
+        Some("t".into()),
         "usd".into(),
-        coingecko_cdc::summary::Counts {
+        Counts {
             fetched: 10,
             rejected: 1,
             upserted: 4,
@@ -210,23 +311,52 @@ fn metrics_are_an_embedded_metric_format_record() {
             pages: 1,
         },
         1234,
-    );
-    let record = metrics_record(&summary, 1_700_000_000_000);
+    )
+}
+
+/// The metric names an EMF record declares, each checked to have a value in the record.
+fn declared_metrics(record: &Value) -> Vec<&str> {
     let declared: Vec<&str> = record["_aws"]["CloudWatchMetrics"][0]["Metrics"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| m["Name"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        declared,
-        ["Fetched", "Rejected", "HistoryInserted", "Duration"]
-    );
-    for name in declared {
-        assert!(record[name].is_u64(), "{name} has a value");
+    for name in &declared {
+        assert!(record[name].is_u64(), "{name} has a value in {record}");
     }
+    declared
+}
+
+#[test]
+fn metrics_are_an_embedded_metric_format_record() {
+    let record = metrics_record(&a_run(), 1_700_000_000_000);
+    assert_eq!(
+        declared_metrics(&record),
+        [
+            "Fetched",
+            "Rejected",
+            "HistoryInserted",
+            "Duration",
+            "Duplicate"
+        ]
+    );
     assert_eq!(record["HistoryInserted"], 3);
     assert_eq!(record["Duration"], 1234);
+    assert_eq!(record["Duplicate"], 0);
+    assert_eq!(record["VsCurrency"], "usd");
+    assert_eq!(record["_aws"]["Timestamp"], 1_700_000_000_000_i64);
+}
+
+#[test]
+fn a_duplicate_counts_once_and_repeats_none_of_the_first_runs_figures() {
+    let record = metrics_record(&a_run().into_duplicate(), 1_700_000_000_000);
+    assert_eq!(declared_metrics(&record), ["Duplicate"]);
+    assert_eq!(record["Duplicate"], 1);
+    for figure in ["Fetched", "Rejected", "HistoryInserted", "Duration"] {
+        assert!(record.get(figure).is_none(), "{figure} in {record}");
+    }
+    assert_eq!(record["status"], "duplicate");
     assert_eq!(record["VsCurrency"], "usd");
 }
 
@@ -283,7 +413,7 @@ async fn a_connection_killed_during_the_apply_fails_the_run_cleanly_and_the_next
         "recorded on a new connection"
     );
 
-    let next = handle(&function, event("manual.json")).await.unwrap();
+    let next = summary(handle(&function, event("manual.json")).await.unwrap());
     assert!(
         next.history_inserted > 50,
         "the next run catches up: {next:?}"

@@ -3,35 +3,87 @@
 
 mod common;
 
-use common::{connect, fixture, spawn_app};
+use coingecko_cdc::app::AppError;
+use common::{connect, fixture, spawn_app, TestApp};
+
+/// docs/ingest-role.sql creates a role of the server: two tests creating it at once could collide.
+static GRANTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A login role with only `docs/ingest-role.sql`'s grants, dropped from the server when the test
+/// ends, passing or failing (roles belong to the server, not to the test's database).
+struct IngestLogin {
+    name: String,
+    /// The test database's URL, logging in as this role.
+    url: String,
+}
+
+impl IngestLogin {
+    async fn new(app: &TestApp) -> Self {
+        let grants =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ingest-role.sql"))
+                .unwrap();
+        let granting = GRANTING.lock().await;
+        app.db
+            .batch_execute(&grants)
+            .await
+            .expect("docs/ingest-role.sql runs as the owner");
+        drop(granting);
+        let name = format!("ingest_{}", uuid::Uuid::now_v7().simple());
+        // A generated name: roles cannot be bound as parameters.
+        app.db
+            .batch_execute(&format!(
+                "CREATE ROLE {name} LOGIN IN ROLE coingecko_cdc_ingest"
+            ))
+            .await
+            .unwrap();
+        let url = app
+            .database_url
+            .replacen("postgres@", &format!("{name}@"), 1);
+        let login = Self { name, url };
+        assert_ne!(
+            login.url, app.database_url,
+            "the test server URL names its user"
+        );
+        login
+    }
+}
+
+impl Drop for IngestLogin {
+    fn drop(&mut self) {
+        // Drop cannot await: the statement runs on a thread with a runtime of its own.
+        let statement = format!("DROP ROLE {}", self.name);
+        let outcome = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime to drop the role")
+                .block_on(async {
+                    connect(&common::server_url())
+                        .await
+                        .batch_execute(&statement)
+                        .await
+                })
+        })
+        .join();
+        if !matches!(outcome, Ok(Ok(()))) {
+            let problem = format!("could not drop role {}: {outcome:?}", self.name);
+            // A second panic while the test's own unwinds would abort the whole binary.
+            if std::thread::panicking() {
+                eprintln!("{problem}");
+            } else {
+                panic!("{problem}");
+            }
+        }
+    }
+}
 
 #[tokio::test]
 async fn the_ingest_role_runs_an_ingest_and_can_do_nothing_more() {
     let mut app = spawn_app().await;
     app.serve(&[fixture("markets-2024-09-05.json")]).await;
     app.run().await;
-    let grants =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ingest-role.sql"))
-            .unwrap();
-    app.db
-        .batch_execute(&grants)
-        .await
-        .expect("docs/ingest-role.sql runs as the owner");
-    let login = format!("ingest_{}", uuid::Uuid::now_v7().simple());
-    // A generated name: roles cannot be bound as parameters.
-    app.db
-        .batch_execute(&format!(
-            "CREATE ROLE {login} LOGIN IN ROLE coingecko_cdc_ingest"
-        ))
-        .await
-        .unwrap();
-    let as_ingest = app
-        .database_url
-        .replacen("postgres@", &format!("{login}@"), 1);
-    assert_ne!(
-        as_ingest, app.database_url,
-        "the test server URL names its user"
-    );
+    let login = IngestLogin::new(&app).await;
+    let as_ingest = login.url.clone();
 
     app.set("DATABASE_URL", &as_ingest);
     app.set("AUTO_MIGRATE", "false");
@@ -68,4 +120,32 @@ async fn the_ingest_role_runs_an_ingest_and_can_do_nothing_more() {
         .unwrap()
         .get(0);
     assert_eq!(readable, 101);
+}
+
+#[tokio::test]
+async fn migrating_as_the_ingest_role_says_to_turn_auto_migrate_off_and_migrate_as_the_owner() {
+    let mut app = spawn_app().await;
+    let login = IngestLogin::new(&app).await;
+    app.set("DATABASE_URL", &login.url);
+    app.serve(&[fixture("markets-2024-09-05.json")]).await;
+
+    // AUTO_MIGRATE left on, its default.
+    let error = app.try_run(None).await.unwrap_err();
+
+    assert!(matches!(error, AppError::Migrate(_)), "{error:?}");
+    let message = error.to_string();
+    for advice in [
+        "applying migrations",
+        "(SQLSTATE 42501)",
+        "may not change the schema",
+        "AUTO_MIGRATE=false",
+        "AutoMigrate=false",
+        "`coingecko-cdc migrate`",
+        "events/migrate.json",
+    ] {
+        assert!(message.contains(advice), "{advice}: {message}");
+    }
+    assert!(app.coingecko.received_requests().await.unwrap().is_empty());
+    app.set("AUTO_MIGRATE", "false");
+    assert!(app.try_run(None).await.is_ok(), "the advice works");
 }

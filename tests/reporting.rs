@@ -209,13 +209,14 @@ async fn status_exit_codes_follow_the_last_runs() {
         .await
         .unwrap();
     let stale = cli(&app, &["status", "--max-age", "15m"], &[]).await;
-    assert_eq!(stale.status.code(), Some(3));
+    assert_eq!(stale.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&stale.stdout).contains("health: stale"));
 
     app.set("COINGECKO_MAX_ATTEMPTS", "1");
     app.serve(&["<html>Bad Gateway</html>".into()]).await;
     assert!(app.try_run(None).await.is_err());
     let failed = cli(&app, &["status", "--json", "--limit", "2"], &[]).await;
-    assert_eq!(failed.status.code(), Some(2));
+    assert_eq!(failed.status.code(), Some(3));
     let report: serde_json::Value = serde_json::from_slice(&failed.stdout).unwrap();
     assert_eq!(report["health"], "last_run_failed");
     assert_eq!(report["runs"].as_array().unwrap().len(), 2);
@@ -224,6 +225,67 @@ async fn status_exit_codes_follow_the_last_runs() {
         .as_str()
         .unwrap()
         .contains("CoinGecko page 1"));
+
+    // Health does not depend on how many runs are shown.
+    let none_shown = cli(&app, &["status", "--json", "--limit", "0"], &[]).await;
+    assert_eq!(none_shown.status.code(), Some(3));
+    let report: serde_json::Value = serde_json::from_slice(&none_shown.stdout).unwrap();
+    assert_eq!(report["health"], "last_run_failed");
+    assert_eq!(report["runs"], serde_json::json!([]));
+    // A run still in progress does not hide the failure before it.
+    app.db
+        .execute(
+            "INSERT INTO ingest_runs (run_id, status) VALUES (gen_random_uuid(), 'running')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let running = cli(&app, &["status", "--limit", "1"], &[]).await;
+    assert_eq!(running.status.code(), Some(3));
+}
+
+#[tokio::test]
+async fn a_database_without_runs_is_not_healthy() {
+    let app = spawn_app().await;
+
+    let empty = cli(&app, &["status"], &[]).await;
+    let empty_with_max_age = cli(&app, &["status", "--json", "--max-age", "1d"], &[]).await;
+
+    assert_eq!(empty.status.code(), Some(5), "{}", last_stderr_line(&empty));
+    assert!(String::from_utf8_lossy(&empty.stdout).contains("health: no_runs"));
+    assert_eq!(empty_with_max_age.status.code(), Some(5));
+    let report: serde_json::Value = serde_json::from_slice(&empty_with_max_age.stdout).unwrap();
+    assert_eq!(report["health"], "no_runs");
+    assert_eq!(report["last_success_at"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn a_usage_mistake_exits_2_which_no_health_shares_and_help_lists_the_codes() {
+    let app = spawn_app().await;
+
+    let mistake = cli(&app, &["status", "--max-age", "15", "minutes"], &[]).await;
+    let help = cli(&app, &["status", "--help"], &[]).await;
+
+    assert_eq!(mistake.status.code(), Some(2));
+    assert!(mistake.stdout.is_empty(), "no verdict on stdout");
+    let complaint = String::from_utf8_lossy(&mistake.stderr);
+    assert!(
+        complaint.contains("error:") && complaint.contains("Usage:"),
+        "{complaint}"
+    );
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for line in [
+        "Exit codes:",
+        "  0  healthy",
+        "  1  the status could not be read",
+        "  2  usage error",
+        "  3  last_run_failed",
+        "  4  stale",
+        "  5  no_runs",
+    ] {
+        assert!(help.contains(line), "{line:?} missing from\n{help}");
+    }
 }
 
 #[tokio::test]
