@@ -17,8 +17,18 @@ use crate::config::Config;
 use crate::replay::{recorded_answer, ReplaySummary};
 use crate::{archive, secrets, status, trigger};
 
+/// What `--help` says about the environment, where every setting comes from.
+const SETTINGS_HELP: &str = "\
+Settings come from environment variables; there are no settings flags.
+Required: DATABASE_URL (postgres://user:password@host:5432/db) or DB_SECRET_ID (a Secrets Manager
+secret with the database credentials; DB_HOST, DB_PORT and DB_NAME give what it lacks).
+Most used: COIN_IDS (bitcoin,ethereum) or TOP_N (250), VS_CURRENCY (usd), CDC_THRESHOLD_PCT (0.5),
+COINGECKO_API_KEY and COINGECKO_API_PLAN (demo or pro), AUTO_MIGRATE (true), DB_SSLMODE (prefer),
+RUST_LOG (info).
+Every setting and its default: the README, section Settings.";
+
 #[derive(Parser)]
-#[command(name = "coingecko-cdc", version, about, long_about = None)]
+#[command(name = "coingecko-cdc", version, about, long_about = None, after_help = SETTINGS_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -82,9 +92,11 @@ struct ChartArgs {
     /// The picture: its extension, .png or .svg, picks the format.
     #[arg(long, default_value = "chart.png")]
     out: PathBuf,
-    #[arg(long, default_value_t = 1200)]
+    /// Width of the picture in pixels.
+    #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u32).range(100..=10_000))]
     width: u32,
-    #[arg(long, default_value_t = 600)]
+    /// Height of the picture in pixels.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u32).range(100..=10_000))]
     height: u32,
 }
 
@@ -92,6 +104,8 @@ pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a person: cron and log files get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )

@@ -33,9 +33,19 @@ impl SecretSource for aws_sdk_secretsmanager::Client {
             .send()
             .await
             .map_err(|e| {
+                use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+                // The service's own words; the full context (a debug dump of the whole
+                // response) only when there was no answer from the service.
+                let cause = match e.as_service_error() {
+                    Some(answer) => format!(
+                        "{}: {}",
+                        answer.code().unwrap_or("error"),
+                        answer.message().unwrap_or_default()
+                    ),
+                    None => aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
+                };
                 fail(format!(
-                    "GetSecretValue failed: {} (check DB_SECRET_ID, the function's IAM policy and the network path to Secrets Manager)",
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+                    "GetSecretValue failed: {cause} (check DB_SECRET_ID, the function's IAM policy and the network path to Secrets Manager)"
                 ))
             })?;
         output
@@ -50,20 +60,50 @@ impl SecretSource for aws_sdk_secretsmanager::Client {
 /// on the network.
 #[derive(Default)]
 pub struct SecretsManager {
-    client: tokio::sync::OnceCell<aws_sdk_secretsmanager::Client>,
+    aws: tokio::sync::OnceCell<(aws_config::SdkConfig, aws_sdk_secretsmanager::Client)>,
 }
 
 impl SecretSource for SecretsManager {
     async fn secret_string(&self, secret_id: &str) -> Result<String, SecretError> {
-        let client = self
-            .client
+        let (config, client) = self
+            .aws
             .get_or_init(|| async {
                 let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                aws_sdk_secretsmanager::Client::new(&config)
+                let client = aws_sdk_secretsmanager::Client::new(&config);
+                (config, client)
             })
             .await;
-        client.secret_string(secret_id).await
+        let fail = |problem: String| SecretError {
+            secret_id: secret_id.to_string(),
+            problem,
+        };
+        // Said plainly here: the SDK's own errors for these run to a page of debug output.
+        if config.region().is_none() {
+            return Err(fail(
+                "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or AWS_PROFILE to a profile with a region".into(),
+            ));
+        }
+        let outcome = client.secret_string(secret_id).await;
+        if outcome.is_err() {
+            if let Some(problem) = missing_credentials(config).await {
+                return Err(fail(problem));
+            }
+        }
+        outcome
     }
+}
+
+/// What to do when no source of AWS credentials has any; `None` when one has.
+async fn missing_credentials(config: &aws_config::SdkConfig) -> Option<String> {
+    use aws_credential_types::provider::{error::CredentialsError, ProvideCredentials};
+    let none_found = match config.credentials_provider() {
+        None => true,
+        Some(provider) => matches!(
+            provider.provide_credentials().await,
+            Err(CredentialsError::CredentialsNotLoaded(_))
+        ),
+    };
+    none_found.then(|| "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where a role provides them (Lambda's execution role, an EC2 instance profile, an ECS task role)".to_string())
 }
 
 /// Database credentials from either secret shape: the RDS-managed master secret

@@ -11,9 +11,10 @@ use postgres_native_tls::MakeTlsConnector;
 use refinery::{SchemaVersion, Target};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
-use tokio_postgres::error::SqlState;
+use tokio_postgres::config::Host;
+use tokio_postgres::error::{DbError, Severity, SqlState};
 use tokio_postgres::types::Json;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{AsyncMessage, Client, Transaction};
 use uuid::Uuid;
 
 use chrono::{DateTime, Utc};
@@ -192,24 +193,78 @@ impl Connector {
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             SslMode::Require => tokio_postgres::config::SslMode::Require,
         });
-        let (client, connection) = config
+        let (client, mut connection) = config
             .connect(self.tls.clone())
             .await
             .during("connecting")
             .map_err(|mut e| {
-                if e.detail.contains("certificate") {
-                    e.detail.push_str(
-                        "; with DB_SSLMODE=require the server's certificate must lead to a trusted root (the RDS bundle is built in; add others with DB_SSL_ROOT_CERT) and match the host name",
-                    );
-                }
+                let advice = if e.detail.contains("certificate") {
+                    "; with DB_SSLMODE=require the server's certificate must lead to a trusted root (the RDS bundle is built in; add others with DB_SSL_ROOT_CERT) and match the host name"
+                } else if e.sqlstate.is_none() {
+                    "; is PostgreSQL running there and reachable from here? Check DATABASE_URL, or DB_HOST and DB_PORT (or the secret's host and port)"
+                } else {
+                    ""
+                };
+                e.detail = format!("to {}: {}{advice}", target(&config), e.detail);
                 e
             })?;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %error_chain(&e), "PostgreSQL connection closed");
+            // Driven by hand rather than awaited, to log the server's notices by their severity.
+            while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                match message {
+                    Ok(AsyncMessage::Notice(notice)) => log_notice(&notice),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %error_chain(&e), "PostgreSQL connection closed");
+                        break;
+                    }
+                }
             }
         });
         Ok(Store { client })
+    }
+}
+
+/// Where a connection goes, for its errors: hosts and ports, database and user, never the password.
+fn target(config: &tokio_postgres::Config) -> String {
+    let ports = config.get_ports();
+    // As tokio-postgres pairs them: one port for every host, or one port each.
+    let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| match host {
+            Host::Tcp(name) => format!("{name}:{}", port(i)),
+            #[cfg(unix)]
+            Host::Unix(dir) => format!("{}/.s.PGSQL.{}", dir.display(), port(i)),
+        })
+        .collect();
+    let hosts = if hosts.is_empty() {
+        "no host".to_string()
+    } else {
+        hosts.join(", ")
+    };
+    // Unset, both are the name of the user running this program, as in libpq.
+    let user = config.get_user().unwrap_or("(this system's user)");
+    let dbname = config.get_dbname().unwrap_or(user);
+    format!("{hosts}, database {dbname} as user {user}")
+}
+
+/// The server's messages that are not errors. Routine ones (such as "relation … already exists,
+/// skipping" on every migration check) stay out of the default log; warnings stay in it.
+fn log_notice(notice: &DbError) {
+    let code = notice.code().code();
+    match notice.parsed_severity() {
+        Some(Severity::Notice | Severity::Info | Severity::Log | Severity::Debug) => {
+            tracing::debug!(sqlstate = code, "PostgreSQL: {}", notice.message());
+        }
+        _ => tracing::warn!(
+            sqlstate = code,
+            "PostgreSQL {}: {}",
+            notice.severity(),
+            notice.message()
+        ),
     }
 }
 

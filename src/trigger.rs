@@ -46,10 +46,10 @@ pub fn trigger_id(event: &Value) -> Result<Option<String>, EventError> {
     if let Some(id) = fields.get("trigger_id") {
         return match id {
             Value::String(id) if !id.trim().is_empty() => Ok(Some(id.clone())),
-            other => unrecognised(format!(
-                "\"trigger_id\" is a {}, not a non-empty string",
-                kind(other)
-            )),
+            Value::String(_) => {
+                unrecognised("\"trigger_id\" is blank (empty or only spaces)".into())
+            }
+            other => unrecognised(format!("\"trigger_id\" is a {}, not a string", kind(other))),
         };
     }
     if let (Some(_), Some(source)) = (fields.get("detail-type"), fields.get("source")) {
@@ -151,6 +151,23 @@ mod tests {
             assert!(
                 err.contains("\"migrate\" other than alone and true"),
                 "{event}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_trigger_id_that_is_not_usable_says_what_it_is() {
+        for (id, found) in [
+            (json!(""), "\"trigger_id\" is blank"),
+            (json!("  "), "\"trigger_id\" is blank"),
+            (json!(5), "\"trigger_id\" is a number, not a string"),
+        ] {
+            let err = trigger_id(&json!({ "trigger_id": id }))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("unrecognised event ({found}")),
+                "{err}"
             );
         }
     }

@@ -7,6 +7,17 @@ use std::process::Output;
 use common::{cli, fixture, last_stderr_line, spawn_app};
 use serde_json::Value;
 
+/// The binary with nothing but `env` in its environment: no database, no CoinGecko stub.
+async fn cli_alone(args: &[&str], env: &[(&str, &str)]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_coingecko-cdc"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("starting coingecko-cdc")
+}
+
 fn stdout_json(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
@@ -159,16 +170,136 @@ async fn migrate_applies_the_migrations_and_a_missing_database_url_is_named() {
     let output = cli(&app, &["migrate"], &[]).await;
     assert!(output.status.success(), "{}", last_stderr_line(&output));
 
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_coingecko-cdc"))
-        .arg("migrate")
-        .env_clear()
-        .output()
-        .await
-        .unwrap();
+    let output = cli_alone(&["migrate"], &[]).await;
     assert_eq!(output.status.code(), Some(1));
     let error = last_stderr_line(&output);
     assert!(
         error.contains("DATABASE_URL") && error.contains("DB_SECRET_ID"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn logs_captured_in_a_file_are_plain_text() {
+    let app = spawn_app().await;
+    app.serve(&[fixture("markets-2024-09-05.json")]).await;
+
+    let output = cli(&app, &["run"], &[]).await;
+
+    assert!(output.status.success(), "{}", last_stderr_line(&output));
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains(" INFO "), "the run logs: {logs}");
+    assert!(!logs.contains('\x1b'), "no terminal escape codes: {logs:?}");
+}
+
+#[tokio::test]
+async fn server_warnings_are_logged_and_routine_notices_are_not() {
+    let app = spawn_app().await;
+    app.serve(&[fixture("markets-2024-09-05.json")]).await;
+    app.db
+        .batch_execute(
+            "CREATE FUNCTION warn_of_run() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE WARNING 'a run is starting'; RETURN NEW; END $$;
+             CREATE TRIGGER warn_of_run BEFORE INSERT ON ingest_runs
+                 FOR EACH ROW EXECUTE FUNCTION warn_of_run();",
+        )
+        .await
+        .unwrap();
+
+    // Migrating an up-to-date database: refinery's CREATE TABLE IF NOT EXISTS draws a NOTICE.
+    let output = cli(&app, &["run"], &[("AUTO_MIGRATE", "true")]).await;
+
+    assert!(output.status.success(), "{}", last_stderr_line(&output));
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        logs.lines()
+            .any(|line| line.contains("WARN") && line.contains("a run is starting")),
+        "{logs}"
+    );
+    assert!(!logs.contains("already exists, skipping"), "{logs}");
+}
+
+#[tokio::test]
+async fn a_refused_connection_names_the_host_port_and_database_but_not_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://ingest:hunter2@127.0.0.1:{port}/prices");
+
+    let output = cli_alone(&["migrate"], &[("DATABASE_URL", &url)]).await;
+
+    assert_eq!(output.status.code(), Some(1));
+    let error = last_stderr_line(&output);
+    for part in [
+        format!("127.0.0.1:{port}"),
+        "database prices".into(),
+        "user ingest".into(),
+        "is PostgreSQL running".into(),
+        "DATABASE_URL".into(),
+        "DB_HOST".into(),
+    ] {
+        assert!(error.contains(&part), "{part} missing: {error}");
+    }
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("hunter2"));
+}
+
+/// No AWS settings but `env`: no home with profiles, no instance metadata (it would wait on the
+/// network), and Secrets Manager pointed at moto, so nothing can reach AWS.
+async fn cli_with_aws(env: &[(&str, &str)]) -> Output {
+    let endpoint = common::moto::endpoint();
+    let mut all = vec![
+        ("DB_SECRET_ID", "cdc-test/database"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("HOME", "/nonexistent"),
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", &endpoint),
+    ];
+    all.extend_from_slice(env);
+    cli_alone(&["migrate"], &all).await
+}
+
+#[tokio::test]
+async fn a_secret_without_an_aws_region_or_credentials_says_what_to_set_in_one_line() {
+    let no_region = cli_with_aws(&[]).await;
+    let no_credentials = cli_with_aws(&[("AWS_REGION", "us-east-1")]).await;
+
+    for (output, names) in [
+        (
+            &no_region,
+            ["AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"],
+        ),
+        (
+            &no_credentials,
+            ["AWS_ACCESS_KEY_ID", "AWS_PROFILE", "role"],
+        ),
+    ] {
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.starts_with("error: secret cdc-test/database: "),
+            "{stderr}"
+        );
+        for name in names {
+            assert!(stderr.contains(name), "{name} missing: {stderr}");
+        }
+        assert!(stderr.len() < 400, "no debug dump: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn help_says_settings_come_from_the_environment() {
+    let output = cli_alone(&["--help"], &[]).await;
+
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for text in [
+        "environment variables",
+        "DATABASE_URL",
+        "DB_SECRET_ID",
+        "Settings",
+    ] {
+        assert!(help.contains(text), "{text} missing: {help}");
+    }
 }

@@ -116,7 +116,7 @@ async fn each_event_in_events_does_what_it_asks_and_a_redelivery_is_a_duplicate(
 async fn a_migrate_request_applies_the_migrations_whatever_auto_migrate_says() {
     let mut app = spawn_app().await;
     let unmigrated = common::fresh_database().await;
-    app.set("DATABASE_URL", &unmigrated);
+    app.set("DATABASE_URL", &unmigrated.url);
     let function = app
         .app_with(&[("AUTO_MIGRATE", "false")], MemorySecrets::default())
         .await;
@@ -130,7 +130,7 @@ async fn a_migrate_request_applies_the_migrations_whatever_auto_migrate_says() {
         serde_json::json!({"status": "migrated", "applied": shipped_migrations()})
     );
     assert_eq!(again, Response::Migrated(Migrated { applied: vec![] }));
-    let runs: i64 = common::connect(&unmigrated)
+    let runs: i64 = common::connect(&unmigrated.url)
         .await
         .query_one("SELECT count(*) FROM ingest_runs", &[])
         .await

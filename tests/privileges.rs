@@ -9,72 +9,31 @@ use common::{connect, fixture, spawn_app, TestApp};
 /// docs/ingest-role.sql creates a role of the server: two tests creating it at once could collide.
 static GRANTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A login role with only `docs/ingest-role.sql`'s grants, dropped from the server when the test
-/// ends, passing or failing (roles belong to the server, not to the test's database).
-struct IngestLogin {
-    name: String,
-    /// The test database's URL, logging in as this role.
-    url: String,
-}
-
-impl IngestLogin {
-    async fn new(app: &TestApp) -> Self {
-        let grants =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ingest-role.sql"))
-                .unwrap();
-        let granting = GRANTING.lock().await;
-        app.db
-            .batch_execute(&grants)
-            .await
-            .expect("docs/ingest-role.sql runs as the owner");
-        drop(granting);
-        let name = format!("ingest_{}", uuid::Uuid::now_v7().simple());
-        // A generated name: roles cannot be bound as parameters.
-        app.db
-            .batch_execute(&format!(
-                "CREATE ROLE {name} LOGIN IN ROLE coingecko_cdc_ingest"
-            ))
-            .await
+/// The test database's URL for a new login role with only `docs/ingest-role.sql`'s grants; the
+/// role is dropped with the test's database, passing or failing.
+async fn ingest_login(app: &TestApp) -> String {
+    let grants =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ingest-role.sql"))
             .unwrap();
-        let url = app
-            .database_url
-            .replacen("postgres@", &format!("{name}@"), 1);
-        let login = Self { name, url };
-        assert_ne!(
-            login.url, app.database_url,
-            "the test server URL names its user"
-        );
-        login
-    }
-}
-
-impl Drop for IngestLogin {
-    fn drop(&mut self) {
-        // Drop cannot await: the statement runs on a thread with a runtime of its own.
-        let statement = format!("DROP ROLE {}", self.name);
-        let outcome = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime to drop the role")
-                .block_on(async {
-                    connect(&common::server_url())
-                        .await
-                        .batch_execute(&statement)
-                        .await
-                })
-        })
-        .join();
-        if !matches!(outcome, Ok(Ok(()))) {
-            let problem = format!("could not drop role {}: {outcome:?}", self.name);
-            // A second panic while the test's own unwinds would abort the whole binary.
-            if std::thread::panicking() {
-                eprintln!("{problem}");
-            } else {
-                panic!("{problem}");
-            }
-        }
-    }
+    let granting = GRANTING.lock().await;
+    app.db
+        .batch_execute(&grants)
+        .await
+        .expect("docs/ingest-role.sql runs as the owner");
+    drop(granting);
+    let name = app.database.role_name("ingest");
+    // A generated name: roles cannot be bound as parameters.
+    app.db
+        .batch_execute(&format!(
+            "CREATE ROLE {name} LOGIN IN ROLE coingecko_cdc_ingest"
+        ))
+        .await
+        .unwrap();
+    let url = app
+        .database_url
+        .replacen("postgres@", &format!("{name}@"), 1);
+    assert_ne!(url, app.database_url, "the test server URL names its user");
+    url
 }
 
 #[tokio::test]
@@ -82,8 +41,7 @@ async fn the_ingest_role_runs_an_ingest_and_can_do_nothing_more() {
     let mut app = spawn_app().await;
     app.serve(&[fixture("markets-2024-09-05.json")]).await;
     app.run().await;
-    let login = IngestLogin::new(&app).await;
-    let as_ingest = login.url.clone();
+    let as_ingest = ingest_login(&app).await;
 
     app.set("DATABASE_URL", &as_ingest);
     app.set("AUTO_MIGRATE", "false");
@@ -125,8 +83,8 @@ async fn the_ingest_role_runs_an_ingest_and_can_do_nothing_more() {
 #[tokio::test]
 async fn migrating_as_the_ingest_role_says_to_turn_auto_migrate_off_and_migrate_as_the_owner() {
     let mut app = spawn_app().await;
-    let login = IngestLogin::new(&app).await;
-    app.set("DATABASE_URL", &login.url);
+    let as_ingest = ingest_login(&app).await;
+    app.set("DATABASE_URL", &as_ingest);
     app.serve(&[fixture("markets-2024-09-05.json")]).await;
 
     // AUTO_MIGRATE left on, its default.

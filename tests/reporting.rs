@@ -155,6 +155,20 @@ async fn chart_errors_name_the_problem() {
         &[],
     )
     .await;
+    let no_width = cli(
+        &app,
+        &["chart", "--coin", "bitcoin", "--out", png, "--width", "0"],
+        &[],
+    )
+    .await;
+    let too_tall = cli(
+        &app,
+        &[
+            "chart", "--coin", "bitcoin", "--out", png, "--height", "20000",
+        ],
+        &[],
+    )
+    .await;
 
     assert!(
         last_stderr_line(&unknown).contains(r#"unknown coin "notacoin" in usd"#),
@@ -176,7 +190,21 @@ async fn chart_errors_name_the_problem() {
         "{}",
         last_stderr_line(&bad_format)
     );
-    for output in [&unknown, &empty, &bad_date, &bad_format] {
+    for (output, flag) in [(&no_width, "--width"), (&too_tall, "--height")] {
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            text.contains(flag) && text.contains("100..=10000"),
+            "{text}"
+        );
+    }
+    for output in [
+        &unknown,
+        &empty,
+        &bad_date,
+        &bad_format,
+        &no_width,
+        &too_tall,
+    ] {
         assert!(!output.status.success());
     }
     assert!(!Path::new(png).exists(), "no picture on error");

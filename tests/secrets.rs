@@ -85,8 +85,13 @@ async fn a_missing_secret_is_an_error_that_names_it() {
     let error = function.run(None, None).await.unwrap_err().to_string();
 
     assert!(
-        error.contains("cdc-test/does-not-exist") && error.contains("GetSecretValue"),
+        error.contains("cdc-test/does-not-exist")
+            && error.contains("GetSecretValue failed: ResourceNotFoundException: "),
         "{error}"
+    );
+    assert!(
+        error.len() < 400,
+        "the service's answer, not a dump of it: {error}"
     );
 }
 

@@ -165,9 +165,13 @@ impl Drop for TestDatabase {
             eprintln!("kept {}", self.url);
             return;
         }
-        let mut sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE);", self.name);
+        // One statement at a time: DROP DATABASE cannot run in the transaction of a batch.
+        let mut statements = vec![format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )];
         for role in self.roles.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            sql.push_str(&format!("DROP ROLE IF EXISTS {role};"));
+            statements.push(format!("DROP ROLE IF EXISTS {role}"));
         }
         // The test's runtime cannot block on itself from here: a thread and a runtime of its own.
         let dropped = std::thread::spawn(move || {
@@ -178,7 +182,10 @@ impl Drop for TestDatabase {
                     let (client, connection) =
                         tokio_postgres::connect(&server_url(), NoTls).await?;
                     tokio::spawn(connection);
-                    client.batch_execute(&sql).await
+                    for statement in &statements {
+                        client.batch_execute(statement).await?;
+                    }
+                    Ok::<(), tokio_postgres::Error>(())
                 })
                 .map_err(std::io::Error::other)
         })
