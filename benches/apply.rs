@@ -288,6 +288,7 @@ async fn connect_store(url: &str) -> Result<Store> {
     let plain = DbTls {
         mode: SslMode::Disable,
         root_cert: None,
+        warning: None,
     };
     let config = tokio_postgres::Config::from_str(url)?;
     let store = Connector::new(&plain)?.connect(&config).await;

@@ -8,6 +8,8 @@ use rust_decimal::Decimal;
 use secrecy::SecretString;
 use url::Url;
 
+use crate::conninfo::{self, ConnInfo};
+
 const FREE_BASE_URL: &str = "https://api.coingecko.com/api/v3";
 const PRO_BASE_URL: &str = "https://pro-api.coingecko.com/api/v3";
 /// More fractional digits than this could make `price × threshold` exceed
@@ -50,30 +52,65 @@ pub struct DatabaseConfig {
 
 #[derive(Debug, Clone)]
 pub enum DatabaseSource {
+    /// `DATABASE_URL` (a URI or a `key=value` list), completed from the `PG*` variables.
     Url(tokio_postgres::Config),
-    /// Credentials in Secrets Manager; what the secret lacks comes from `DB_HOST`, `DB_PORT`, `DB_NAME`.
+    /// Credentials in Secrets Manager; what the secret lacks comes from `DB_HOST`, `DB_PORT`,
+    /// `DB_NAME`, then `PGHOST`, `PGPORT`, `PGDATABASE`.
     Secret {
         secret_id: String,
         host: Option<String>,
         port: Option<u16>,
         dbname: Option<String>,
+        application_name: String,
     },
 }
 
+/// libpq's `sslmode`s, with libpq's meanings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
     Disable,
-    /// TLS when the server offers it, without verifying the certificate (as libpq's `prefer`).
+    /// Without TLS, and with it only when the server refuses the login without.
+    Allow,
+    /// With TLS when the server offers it, and without when the login with it fails.
     Prefer,
-    /// TLS only, with the certificate chain and the host name verified.
+    /// TLS, the certificate not verified (its chain is when a root certificate is given, as in libpq).
     Require,
+    /// TLS, the certificate chain verified.
+    VerifyCa,
+    /// TLS, the certificate chain and the host name verified.
+    VerifyFull,
+}
+
+impl SslMode {
+    const CHOICES: &'static str = "disable, allow, prefer, require, verify-ca or verify-full";
+
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "disable" => Self::Disable,
+            "allow" => Self::Allow,
+            "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbTls {
     pub mode: SslMode,
-    /// A PEM bundle of extra trusted roots, such as the Amazon RDS CA bundle.
-    pub root_cert: Option<PathBuf>,
+    /// A PEM bundle of extra trusted roots (libpq's `sslrootcert`).
+    pub root_cert: Option<RootCert>,
+    /// What the operator should know about the mode: logged once, when connections are set up.
+    pub warning: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootCert {
+    pub path: PathBuf,
+    /// The setting that named it, for errors.
+    pub setting: &'static str,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +259,10 @@ impl Env<'_> {
         }
     }
 
+    fn port(&self, var: &'static str) -> Result<Option<u16>, ConfigError> {
+        self.text(var).map(|raw| parse_port(var, &raw)).transpose()
+    }
+
     fn flag(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
         match self.text(var).map(|v| v.to_ascii_lowercase()).as_deref() {
             None => Ok(default),
@@ -235,62 +276,199 @@ impl Env<'_> {
     }
 }
 
+/// What `application_name` is when neither the connection string nor `PGAPPNAME` sets it.
+const APPLICATION_NAME: &str = "coingecko-cdc";
+/// libpq's variables for the endpoint; any of them, without `DATABASE_URL`, is a connection string.
+const PG_ENDPOINT: [&str; 5] = ["PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"];
+/// Logged while `DB_SSLMODE=require` keeps the meaning it had before libpq's names were adopted.
+const REQUIRE_STILL_VERIFIES: &str = "DB_SSLMODE=require verifies the server's certificate chain and host name, as in earlier releases, although libpq's require does not: set DB_SSLMODE=verify-full to keep this and silence this warning, or, for libpq's require (encrypted, not verified), unset DB_SSLMODE and put sslmode=require in DATABASE_URL or PGSSLMODE";
+/// Logged for `sslmode=require` in `DATABASE_URL`, which verified the certificate before.
+const REQUIRE_NO_LONGER_VERIFIES: &str = "sslmode=require in DATABASE_URL encrypts without verifying the server's certificate, as in libpq (earlier releases verified it): use sslmode=verify-full to verify it (the Amazon RDS roots are built in)";
+
 fn database_config(env: &Env) -> Result<DatabaseConfig, ConfigError> {
-    let url = env
+    let conninfo = env
         .text("DATABASE_URL")
-        .map(|url| {
-            // The URL holds the password: the error must not echo it.
-            tokio_postgres::Config::from_str(&url).map_err(|e| {
+        .map(|text| {
+            conninfo::parse(&text).map_err(|problem| {
                 ConfigError::new(
                     "DATABASE_URL",
-                    format!("not a PostgreSQL URL such as postgres://user@host:5432/db ({e})"),
+                    format!("not a PostgreSQL connection string such as postgres://user@host:5432/db ({problem})"),
                 )
             })
         })
         .transpose()?;
-    let port = match env.text("DB_PORT") {
-        None => None,
-        Some(raw) => Some(raw.parse::<u16>().map_err(|_| {
-            ConfigError::new("DB_PORT", format!("expected a port number, got {raw:?}"))
-        })?),
-    };
-    let source = match (env.text("DB_SECRET_ID"), url) {
-        (Some(secret_id), _) => Some(DatabaseSource::Secret {
-            secret_id,
-            host: env.text("DB_HOST"),
-            port,
-            dbname: env.text("DB_NAME"),
-        }),
-        (None, Some(url)) => Some(DatabaseSource::Url(url)),
-        (None, None) => None,
-    };
-    let url_mode = match &source {
-        Some(DatabaseSource::Url(url)) => url.get_ssl_mode(),
-        _ => tokio_postgres::config::SslMode::Prefer,
-    };
-    let mode = match env.text("DB_SSLMODE").as_deref() {
-        Some("disable") => SslMode::Disable,
-        Some("prefer") => SslMode::Prefer,
-        Some("require") => SslMode::Require,
-        Some(other) => {
-            return Err(ConfigError::new(
-                "DB_SSLMODE",
-                format!("unknown mode {other:?}: use disable, prefer or require"),
-            ))
+    let application_name = env
+        .text("PGAPPNAME")
+        .unwrap_or_else(|| APPLICATION_NAME.into());
+    let db_port = env.port("DB_PORT")?;
+    let (source, url_sslmode, url_sslrootcert) = match env.text("DB_SECRET_ID") {
+        Some(secret_id) => {
+            let port = match db_port {
+                Some(port) => Some(port),
+                None => env.port("PGPORT")?,
+            };
+            let source = DatabaseSource::Secret {
+                secret_id,
+                host: env.text("DB_HOST").or_else(|| env.text("PGHOST")),
+                port,
+                dbname: env.text("DB_NAME").or_else(|| env.text("PGDATABASE")),
+                application_name,
+            };
+            (Some(source), None, None)
         }
-        None => match url_mode {
-            tokio_postgres::config::SslMode::Disable => SslMode::Disable,
-            tokio_postgres::config::SslMode::Require => SslMode::Require,
-            _ => SslMode::Prefer,
-        },
+        None if conninfo.is_some() || PG_ENDPOINT.iter().any(|var| env.text(var).is_some()) => {
+            let ConnInfo {
+                config,
+                sslmode,
+                sslrootcert,
+            } = conninfo.unwrap_or_else(|| ConnInfo {
+                config: tokio_postgres::Config::new(),
+                sslmode: None,
+                sslrootcert: None,
+            });
+            let config = completed_from_pg_env(env, config, application_name)?;
+            (Some(DatabaseSource::Url(config)), sslmode, sslrootcert)
+        }
+        None => (None, None, None),
     };
     Ok(DatabaseConfig {
         source,
-        tls: DbTls {
-            mode,
-            root_cert: env.text("DB_SSL_ROOT_CERT").map(PathBuf::from),
-        },
+        tls: tls_settings(env, url_sslmode, url_sslrootcert)?,
     })
+}
+
+/// Fills what the connection string leaves unset from libpq's variables, then libpq's defaults.
+fn completed_from_pg_env(
+    env: &Env,
+    mut config: tokio_postgres::Config,
+    application_name: String,
+) -> Result<tokio_postgres::Config, ConfigError> {
+    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+        match env.text("PGHOST") {
+            Some(hosts) => {
+                for host in hosts.split(',') {
+                    config.host(host.trim());
+                }
+            }
+            None => {
+                config.host(default_socket_dir());
+            }
+        }
+    }
+    if config.get_ports().is_empty() {
+        if let Some(ports) = env.text("PGPORT") {
+            for port in ports.split(',') {
+                config.port(parse_port("PGPORT", port.trim())?);
+            }
+        }
+    }
+    if config.get_user().is_none() {
+        // libpq's default is the operating system's user name.
+        let user = env
+            .text("PGUSER")
+            .or_else(|| env.text("USER"))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "PGUSER",
+                    "no user name in DATABASE_URL (postgres://user@host/db), PGUSER or USER: give one",
+                )
+            })?;
+        config.user(user);
+    }
+    if config.get_password().is_none() {
+        // Taken as it is: spaces may be part of a password.
+        if let Some(password) = (env.0)("PGPASSWORD").filter(|p| !p.is_empty()) {
+            config.password(password);
+        }
+    }
+    if config.get_dbname().is_none() {
+        if let Some(dbname) = env.text("PGDATABASE") {
+            config.dbname(dbname);
+        }
+    }
+    if config.get_application_name().is_none() {
+        config.application_name(application_name);
+    }
+    Ok(config)
+}
+
+/// Where libpq finds the server's socket when no host is given: Debian's and Red Hat's builds
+/// look in /var/run/postgresql, PostgreSQL's own in /tmp.
+fn default_socket_dir() -> &'static str {
+    const DISTRIBUTIONS: &str = "/var/run/postgresql";
+    if std::path::Path::new(DISTRIBUTIONS).is_dir() {
+        DISTRIBUTIONS
+    } else {
+        "/tmp"
+    }
+}
+
+/// The TLS mode and roots: our `DB_*` variables first, then the connection string's parameters,
+/// then libpq's `PG*` variables (which the connection string overrides, as in libpq).
+fn tls_settings(
+    env: &Env,
+    url_sslmode: Option<String>,
+    url_sslrootcert: Option<String>,
+) -> Result<DbTls, ConfigError> {
+    let root = [
+        ("DB_SSL_ROOT_CERT", env.text("DB_SSL_ROOT_CERT")),
+        ("sslrootcert in DATABASE_URL", url_sslrootcert),
+        ("PGSSLROOTCERT", env.text("PGSSLROOTCERT")),
+    ]
+    .into_iter()
+    .find_map(|(setting, value)| value.map(|value| (setting, value)));
+    // libpq 16's `sslrootcert=system`: the system's roots, which we always trust anyway.
+    let system_roots = matches!(&root, Some((_, value)) if value == "system");
+    let explicit = [
+        ("DB_SSLMODE", env.text("DB_SSLMODE")),
+        ("DATABASE_URL", url_sslmode),
+        ("PGSSLMODE", env.text("PGSSLMODE")),
+    ]
+    .into_iter()
+    .find_map(|(var, raw)| raw.map(|raw| (var, raw)));
+    let (mode, warning) = match explicit {
+        None if system_roots => (SslMode::VerifyFull, None),
+        None => (SslMode::Prefer, None),
+        Some((var, raw)) => {
+            let mode = SslMode::parse(&raw).ok_or_else(|| {
+                ConfigError::new(
+                    var,
+                    format!("unknown sslmode {raw:?}: use {}", SslMode::CHOICES),
+                )
+            })?;
+            let (mode, warning) = match (var, mode) {
+                ("DB_SSLMODE", SslMode::Require) => {
+                    (SslMode::VerifyFull, Some(REQUIRE_STILL_VERIFIES))
+                }
+                ("DATABASE_URL", SslMode::Require) if root.is_none() => {
+                    (mode, Some(REQUIRE_NO_LONGER_VERIFIES))
+                }
+                _ => (mode, None),
+            };
+            if system_roots && mode != SslMode::VerifyFull {
+                return Err(ConfigError::new(
+                    var,
+                    format!("weak sslmode {raw:?} may not be used with sslrootcert=system (use \"verify-full\")"),
+                ));
+            }
+            (mode, warning)
+        }
+    };
+    Ok(DbTls {
+        mode,
+        root_cert: root
+            .filter(|_| !system_roots)
+            .map(|(setting, path)| RootCert {
+                path: PathBuf::from(path),
+                setting,
+            }),
+        warning,
+    })
+}
+
+fn parse_port(var: &'static str, raw: &str) -> Result<u16, ConfigError> {
+    raw.parse::<u16>()
+        .map_err(|_| ConfigError::new(var, format!("expected a port number, got {raw:?}")))
 }
 
 fn parse_base_url(raw: &str) -> Result<Url, String> {
@@ -412,7 +590,14 @@ mod tests {
             ("COIN_IDS", ",,"),
             ("DATABASE_URL", "postgres://u:pw@host:notaport/db"),
             ("DB_PORT", "fifty"),
-            ("DB_SSLMODE", "verify-full"),
+            ("DB_SSLMODE", "verify_full"),
+            ("PGSSLMODE", "strict"),
+            ("PGPORT", "fifty"),
+            (
+                "DATABASE_URL",
+                "postgres://u:pw@host/db?sslmode=verify_full",
+            ),
+            ("DATABASE_URL", "host=h sslcert=/client.pem"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var);
@@ -422,7 +607,7 @@ mod tests {
     }
 
     #[test]
-    fn the_secret_wins_over_the_url_and_sslmode_follows_the_url_unless_set() {
+    fn the_secret_wins_over_the_url() {
         let cfg = config(&[
             (
                 "DB_SECRET_ID",
@@ -437,19 +622,244 @@ mod tests {
             cfg.database.source,
             Some(DatabaseSource::Secret { port: Some(6432), ref host, .. }) if host.as_deref() == Some("db.internal")
         ));
-        let url = config(&[("DATABASE_URL", "postgres://u@h/db?sslmode=require")]).unwrap();
-        assert_eq!(url.database.tls.mode, SslMode::Require);
-        let overridden = config(&[
-            ("DATABASE_URL", "postgres://u@h/db?sslmode=require"),
-            ("DB_SSLMODE", "disable"),
-        ])
-        .unwrap();
-        assert_eq!(overridden.database.tls.mode, SslMode::Disable);
+        assert_eq!(
+            cfg.database.tls.mode,
+            SslMode::Prefer,
+            "the URL is not used"
+        );
+    }
+
+    fn tls(vars: &[(&str, &str)]) -> DbTls {
+        config(vars).unwrap().database.tls
     }
 
     #[test]
-    fn a_bad_database_url_does_not_echo_the_password() {
-        let err = config(&[("DATABASE_URL", "postgres://u:hunter2@host:notaport/db")]).unwrap_err();
+    fn the_six_sslmodes_are_accepted_wherever_libpq_accepts_them() {
+        for (name, mode) in [
+            ("disable", SslMode::Disable),
+            ("allow", SslMode::Allow),
+            ("prefer", SslMode::Prefer),
+            ("verify-ca", SslMode::VerifyCa),
+            ("verify-full", SslMode::VerifyFull),
+        ] {
+            assert_eq!(tls(&[("DB_SSLMODE", name)]).mode, mode);
+            assert_eq!(tls(&[("PGSSLMODE", name)]).mode, mode);
+            let uri = format!("postgres://u@h/db?sslmode={name}");
+            assert_eq!(tls(&[("DATABASE_URL", &uri)]).mode, mode);
+            let list = format!("host=h user=u sslmode={name}");
+            assert_eq!(tls(&[("DATABASE_URL", &list)]).mode, mode);
+        }
+    }
+
+    #[test]
+    fn require_is_libpqs_except_in_db_sslmode_where_it_still_verifies_and_warns() {
+        let ours = tls(&[("DB_SSLMODE", "require")]);
+        assert_eq!(ours.mode, SslMode::VerifyFull);
+        assert!(ours.warning.unwrap().contains("DB_SSLMODE=verify-full"));
+
+        let libpq = tls(&[("PGSSLMODE", "require")]);
+        assert_eq!((libpq.mode, libpq.warning), (SslMode::Require, None));
+
+        let url = tls(&[("DATABASE_URL", "postgres://u@h/db?sslmode=require")]);
+        assert_eq!(url.mode, SslMode::Require);
+        assert!(
+            url.warning.unwrap().contains("sslmode=verify-full"),
+            "it verified before: say it no longer does"
+        );
+        let with_root = tls(&[(
+            "DATABASE_URL",
+            "postgres://u@h/db?sslmode=require&sslrootcert=/ca.pem",
+        )]);
+        assert_eq!(
+            with_root.warning, None,
+            "a root certificate makes libpq's require verify the chain"
+        );
+    }
+
+    #[test]
+    fn db_variables_win_over_the_connection_string_which_wins_over_pg_variables() {
+        let url = "postgres://u@h/db?sslmode=verify-ca&sslrootcert=/url.pem";
+        let all = [
+            ("DB_SSLMODE", "disable"),
+            ("DB_SSL_ROOT_CERT", "/db.pem"),
+            ("DATABASE_URL", url),
+            ("PGSSLMODE", "allow"),
+            ("PGSSLROOTCERT", "/pg.pem"),
+        ];
+        let root = |tls: DbTls| tls.root_cert.map(|r| (r.setting, r.path));
+        let ours = tls(&all);
+        assert_eq!(ours.mode, SslMode::Disable);
+        assert_eq!(
+            root(ours),
+            Some(("DB_SSL_ROOT_CERT", PathBuf::from("/db.pem")))
+        );
+        let libpq = tls(&all[2..]);
+        assert_eq!(libpq.mode, SslMode::VerifyCa);
+        assert_eq!(
+            root(libpq),
+            Some(("sslrootcert in DATABASE_URL", PathBuf::from("/url.pem")))
+        );
+        let env_only = tls(&all[3..]);
+        assert_eq!(env_only.mode, SslMode::Allow);
+        assert_eq!(
+            root(env_only),
+            Some(("PGSSLROOTCERT", PathBuf::from("/pg.pem")))
+        );
+    }
+
+    #[test]
+    fn sslrootcert_system_means_verify_full_and_refuses_weaker_modes() {
+        for vars in [
+            vec![("PGSSLROOTCERT", "system")],
+            vec![("DATABASE_URL", "postgres://u@h/db?sslrootcert=system")],
+            vec![("DB_SSL_ROOT_CERT", "system"), ("DB_SSLMODE", "require")],
+        ] {
+            let tls = tls(&vars);
+            assert_eq!((tls.mode, tls.root_cert), (SslMode::VerifyFull, None));
+        }
+        let err = config(&[
+            (
+                "DATABASE_URL",
+                "postgres://u:hunter2@h/db?sslrootcert=system",
+            ),
+            ("PGSSLMODE", "require"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "PGSSLMODE");
+        assert!(
+            err.to_string().contains(r#"weak sslmode "require""#),
+            "{err}"
+        );
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    fn url_config(vars: &[(&str, &str)]) -> tokio_postgres::Config {
+        match config(vars).unwrap().database.source {
+            Some(DatabaseSource::Url(config)) => config,
+            other => panic!("not a connection string: {other:?}"),
+        }
+    }
+
+    const PG_ENV: [(&str, &str); 6] = [
+        ("PGHOST", "pg-host"),
+        ("PGPORT", "6543"),
+        ("PGUSER", "pg-user"),
+        ("PGPASSWORD", " pg password "),
+        ("PGDATABASE", "pg-db"),
+        ("PGAPPNAME", "pg-app"),
+    ];
+
+    #[test]
+    fn pg_variables_fill_what_the_connection_string_leaves_unset() {
+        use tokio_postgres::config::Host;
+        let mut vars = PG_ENV.to_vec();
+        vars.push(("DATABASE_URL", "postgres:///"));
+        let filled = url_config(&vars);
+        assert_eq!(filled.get_hosts(), [Host::Tcp("pg-host".into())]);
+        assert_eq!(filled.get_ports(), [6543]);
+        assert_eq!(filled.get_user(), Some("pg-user"));
+        assert_eq!(filled.get_password(), Some(&b" pg password "[..]));
+        assert_eq!(filled.get_dbname(), Some("pg-db"));
+        assert_eq!(filled.get_application_name(), Some("pg-app"));
+        assert_eq!(
+            url_config(&PG_ENV).get_user(),
+            Some("pg-user"),
+            "the PG* variables alone are a connection string"
+        );
+
+        vars.pop();
+        vars.push((
+            "DATABASE_URL",
+            "postgres://u:pw@h:5433/db?application_name=url-app",
+        ));
+        let given = url_config(&vars);
+        assert_eq!(given.get_hosts(), [Host::Tcp("h".into())]);
+        assert_eq!(given.get_ports(), [5433]);
+        assert_eq!(given.get_user(), Some("u"));
+        assert_eq!(given.get_password(), Some(&b"pw"[..]));
+        assert_eq!(given.get_dbname(), Some("db"));
+        assert_eq!(given.get_application_name(), Some("url-app"));
+    }
+
+    #[test]
+    fn without_pg_variables_libpqs_defaults_apply_and_the_application_is_named() {
+        use tokio_postgres::config::Host;
+        let defaults = url_config(&[("DATABASE_URL", "postgres:///db"), ("USER", "os-user")]);
+        assert!(
+            matches!(defaults.get_hosts(), [Host::Unix(dir)] if dir.starts_with("/var/run/postgresql") || dir.starts_with("/tmp")),
+            "{:?}",
+            defaults.get_hosts()
+        );
+        assert_eq!(defaults.get_ports(), [] as [u16; 0], "5432");
+        assert_eq!(defaults.get_user(), Some("os-user"));
+        assert_eq!(defaults.get_application_name(), Some("coingecko-cdc"));
+
+        let err = config_error(&[("DATABASE_URL", "postgres://h/db")]);
+        assert_eq!(err.var, "PGUSER", "{err}");
+        assert!(
+            config(&[("PGSSLMODE", "require"), ("PGAPPNAME", "x")])
+                .unwrap()
+                .database
+                .source
+                .is_none(),
+            "TLS settings alone name no database"
+        );
+    }
+
+    fn config_error(vars: &[(&str, &str)]) -> ConfigError {
+        config(vars).unwrap_err()
+    }
+
+    #[test]
+    fn pg_variables_fill_what_the_secret_and_db_variables_leave_unset() {
+        let mut vars = PG_ENV.to_vec();
+        vars.push(("DB_SECRET_ID", "db"));
+        let source = |vars: &[(&str, &str)]| match config(vars).unwrap().database.source {
+            Some(DatabaseSource::Secret {
+                host,
+                port,
+                dbname,
+                application_name,
+                ..
+            }) => (
+                host.unwrap(),
+                port.unwrap(),
+                dbname.unwrap(),
+                application_name,
+            ),
+            other => panic!("not the secret: {other:?}"),
+        };
+        assert_eq!(
+            source(&vars),
+            ("pg-host".into(), 6543, "pg-db".into(), "pg-app".into())
+        );
+        vars.extend([
+            ("DB_HOST", "db-host"),
+            ("DB_PORT", "7654"),
+            ("DB_NAME", "db-name"),
+        ]);
+        vars.retain(|(var, _)| *var != "PGAPPNAME");
+        assert_eq!(
+            source(&vars),
+            (
+                "db-host".into(),
+                7654,
+                "db-name".into(),
+                "coingecko-cdc".into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_bad_database_url_names_the_problem_and_not_the_password() {
+        for (url, problem) in [
+            ("postgres://u:hunter2@host:notaport/db", "`port`"),
+            ("postgres://u:hunter2@host/db?sslmode=verify", r#""verify""#),
+            ("host=h password=hunter2 sslkey=/k.pem", "`sslkey`"),
+        ] {
+            let err = config(&[("DATABASE_URL", url)]).unwrap_err().to_string();
+            assert!(err.contains(problem), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 }

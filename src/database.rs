@@ -17,9 +17,11 @@ const INVALID_PASSWORD: &str = "28P01";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("neither DATABASE_URL nor DB_SECRET_ID is set: give one of them")]
+    #[error(
+        "no database given: set DATABASE_URL, DB_SECRET_ID or libpq's PGHOST, PGUSER, PGDATABASE…"
+    )]
     NotConfigured,
-    #[error("secret {0} has no \"host\": set DB_HOST (the template's DbHost parameter) to the database's host name")]
+    #[error("secret {0} has no \"host\": set DB_HOST (the template's DbHost parameter) or PGHOST to the database's host name")]
     NoHost(String),
     #[error(transparent)]
     Secret(#[from] SecretError),
@@ -46,7 +48,7 @@ impl<S: SecretSource> Database<S> {
 
     /// A new connection. A refused password makes it fetch the secret again and retry once.
     pub async fn connect(&self) -> Result<Store, ConnectError> {
-        let (secret_id, host, port, dbname) = match &self.source {
+        let (secret_id, host, port, dbname, application_name) = match &self.source {
             None => return Err(ConnectError::NotConfigured),
             Some(DatabaseSource::Url(config)) => return Ok(self.connector.connect(config).await?),
             Some(DatabaseSource::Secret {
@@ -54,7 +56,8 @@ impl<S: SecretSource> Database<S> {
                 host,
                 port,
                 dbname,
-            }) => (secret_id, host, port, dbname),
+                application_name,
+            }) => (secret_id, host, port, dbname, application_name),
         };
         let endpoint =
             |credentials: &DbCredentials| -> Result<tokio_postgres::Config, ConnectError> {
@@ -77,7 +80,7 @@ impl<S: SecretSource> Database<S> {
                             .or(dbname.as_ref())
                             .map_or("postgres", |d| d),
                     )
-                    .application_name("coingecko-cdc")
+                    .application_name(application_name)
                     .connect_timeout(Duration::from_secs(10));
                 Ok(config)
             };

@@ -13,6 +13,7 @@ pub mod chart;
 pub mod cli;
 pub mod coingecko;
 pub mod config;
+pub mod conninfo;
 pub mod database;
 pub mod ingest;
 pub mod lambda;

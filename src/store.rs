@@ -7,14 +7,14 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use postgres_native_tls::MakeTlsConnector;
+use postgres_native_tls::{MakeTlsConnector, TlsStream};
 use refinery::{SchemaVersion, Target};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 use tokio_postgres::config::Host;
 use tokio_postgres::error::{DbError, Severity, SqlState};
 use tokio_postgres::types::Json;
-use tokio_postgres::{AsyncMessage, Client, Transaction};
+use tokio_postgres::{AsyncMessage, Client, Connection, Socket, Transaction};
 use uuid::Uuid;
 
 use chrono::{DateTime, Utc};
@@ -32,6 +32,8 @@ mod embedded {
 
 /// Raw pages per statement: about 2 MB of text for full pages.
 const RAW_PAGES_PER_STATEMENT: usize = 10;
+/// SQLSTATE class 28, "invalid authorization specification": the server refused the login.
+const INVALID_AUTHORIZATION: &str = "28";
 /// The advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x6367_6364_635f_6d67;
 /// What a migration failure says it was doing; its advice depends on it.
@@ -124,6 +126,11 @@ fn sqlstate_in(error: &(dyn std::error::Error + 'static)) -> Option<SqlState> {
     None
 }
 
+/// Whether a connection failed in the TLS handshake (the certificate, most often).
+fn is_tls_failure(error: &tokio_postgres::Error) -> bool {
+    std::error::Error::source(error).is_some_and(|cause| cause.is::<native_tls::Error>())
+}
+
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -150,7 +157,7 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// Reads `DB_SSL_ROOT_CERT` (every certificate of the bundle) and builds the TLS setup.
+    /// Reads the root certificate file (every certificate of the bundle) and builds the TLS setup.
     pub fn new(settings: &DbTls) -> Result<Self, StoreError> {
         let tls_error = |detail: String| StoreError::new("setting up TLS", detail, None, None);
         let mut builder = native_tls::TlsConnector::builder();
@@ -168,44 +175,80 @@ impl Connector {
             Ok(())
         };
         add_roots("the built-in RDS bundle", RDS_ROOTS)?;
-        if let Some(path) = &settings.root_cert {
-            let source = format!("DB_SSL_ROOT_CERT {}", path.display());
-            let bundle = std::fs::read(path).map_err(|e| tls_error(format!("{source}: {e}")))?;
+        if let Some(root_cert) = &settings.root_cert {
+            let source = format!("{} {}", root_cert.setting, root_cert.path.display());
+            let bundle =
+                std::fs::read(&root_cert.path).map_err(|e| tls_error(format!("{source}: {e}")))?;
             add_roots(&source, &bundle)?;
         }
-        if settings.mode == SslMode::Prefer {
-            // libpq's `prefer`: encryption when offered, no authentication of the server.
-            builder
-                .danger_accept_invalid_certs(true)
-                .danger_accept_invalid_hostnames(true);
-        }
+        // As libpq: the chain is verified in the verify modes, and in the others when a root
+        // certificate is given; the host name only in verify-full.
+        let verify_chain = match settings.mode {
+            SslMode::VerifyCa | SslMode::VerifyFull => true,
+            SslMode::Disable | SslMode::Allow | SslMode::Prefer | SslMode::Require => {
+                settings.root_cert.is_some()
+            }
+        };
+        builder
+            .danger_accept_invalid_certs(!verify_chain)
+            .danger_accept_invalid_hostnames(settings.mode != SslMode::VerifyFull);
         let connector = builder.build().map_err(|e| tls_error(e.to_string()))?;
+        if let Some(warning) = &settings.warning {
+            tracing::warn!("{warning}");
+        }
         Ok(Self {
             tls: MakeTlsConnector::new(connector),
             mode: settings.mode,
         })
     }
 
+    /// Connects as libpq does in this mode: `allow` tries without TLS first and `prefer` with TLS
+    /// first, each trying the other way when the login fails (the server's `pg_hba.conf` may
+    /// admit only one of them), `prefer` also when the TLS handshake fails.
+    async fn open(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> Result<(Client, Connection<Socket, TlsStream<Socket>>), tokio_postgres::Error> {
+        use tokio_postgres::config::SslMode as Wire;
+        let attempt = |mode: Wire| {
+            let mut config = config.clone();
+            config.ssl_mode(mode);
+            async move { config.connect(self.tls.clone()).await }
+        };
+        let login_refused = |e: &tokio_postgres::Error| {
+            e.code()
+                .is_some_and(|code| code.code().starts_with(INVALID_AUTHORIZATION))
+        };
+        match self.mode {
+            SslMode::Disable => attempt(Wire::Disable).await,
+            SslMode::Allow => match attempt(Wire::Disable).await {
+                Err(e) if login_refused(&e) => attempt(Wire::Require).await,
+                other => other,
+            },
+            SslMode::Prefer => match attempt(Wire::Prefer).await {
+                Err(e) if login_refused(&e) || is_tls_failure(&e) => attempt(Wire::Disable).await,
+                other => other,
+            },
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                attempt(Wire::Require).await
+            }
+        }
+    }
+
     pub async fn connect(&self, config: &tokio_postgres::Config) -> Result<Store, StoreError> {
-        let mut config = config.clone();
-        config.ssl_mode(match self.mode {
-            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-            SslMode::Require => tokio_postgres::config::SslMode::Require,
-        });
-        let (client, mut connection) = config
-            .connect(self.tls.clone())
+        let (client, mut connection) = self
+            .open(config)
             .await
             .during("connecting")
             .map_err(|mut e| {
                 let advice = if e.detail.contains("certificate") {
-                    "; with DB_SSLMODE=require the server's certificate must lead to a trusted root (the RDS bundle is built in; add others with DB_SSL_ROOT_CERT) and match the host name"
+                    "; the server's certificate must lead to a trusted root (the RDS bundle is built in and the system's roots are trusted; add others with DB_SSL_ROOT_CERT or sslrootcert) and, with sslmode verify-full, match the host name"
                 } else if e.sqlstate.is_none() {
                     "; is PostgreSQL running there and reachable from here? Check DATABASE_URL, or DB_HOST and DB_PORT (or the secret's host and port)"
                 } else {
                     ""
                 };
-                e.detail = format!("to {}: {}{advice}", target(&config), e.detail);
+                e.detail = format!("to {}: {}{advice}", target(config), e.detail);
                 e
             })?;
         tokio::spawn(async move {

@@ -86,6 +86,7 @@ pub fn connector() -> Connector {
     Connector::new(&DbTls {
         mode: SslMode::Prefer,
         root_cert: None,
+        warning: None,
     })
     .unwrap()
 }

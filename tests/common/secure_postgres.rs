@@ -9,9 +9,25 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 
 pub const SUPERUSER_PASSWORD: &str = "superuser-test-password";
 
+/// How a server does TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerTls {
+    /// A certificate for `localhost` from the test's CA; connections with and without TLS admitted.
+    TestCa,
+    /// A self-signed certificate for `localhost`.
+    SelfSigned,
+    /// The test CA's certificate, and only connections with TLS admitted (`hostssl`).
+    Required,
+    /// TLS offered, but only connections without it admitted (`hostnossl`).
+    Refused,
+    /// No TLS (`ssl = off`).
+    Off,
+}
+
 pub struct SecurePostgres {
     pub port: u16,
-    /// The CA that signed the server's certificate (for `localhost` only), as PEM.
+    /// The test's CA, as PEM: it signed the server's certificate (for `localhost` only) unless
+    /// the server's is self-signed.
     pub ca_file: PathBuf,
     dir: PathBuf,
     bindir: PathBuf,
@@ -19,6 +35,10 @@ pub struct SecurePostgres {
 
 impl SecurePostgres {
     pub fn start() -> Self {
+        Self::start_with(ServerTls::TestCa)
+    }
+
+    pub fn start_with(tls: ServerTls) -> Self {
         let bindir = postgres_bindir();
         let dir =
             std::env::temp_dir().join(format!("cdc-secure-pg-{}", uuid::Uuid::now_v7().simple()));
@@ -33,10 +53,12 @@ impl SecurePostgres {
             .push(rcgen::DnType::CommonName, "coingecko-cdc test CA");
         let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
         let server_key = KeyPair::generate().unwrap();
-        let server_cert = CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .signed_by(&server_key, &ca)
-            .unwrap();
+        let server_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let server_cert = match tls {
+            ServerTls::SelfSigned => server_params.self_signed(&server_key),
+            _ => server_params.signed_by(&server_key, &ca),
+        }
+        .unwrap();
         let ca_file = dir.join("ca.pem");
         std::fs::write(&ca_file, ca.pem()).unwrap();
         std::fs::write(dir.join("server.crt"), server_cert.pem()).unwrap();
@@ -59,10 +81,23 @@ impl SecurePostgres {
         );
         let port = free_port();
         let settings = format!(
-            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\nssl = on\nssl_cert_file = '{dir}/server.crt'\nssl_key_file = '{dir}/server.key'\nfsync = off\n",
-            dir = dir.display()
+            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\nssl = {ssl}\nssl_cert_file = '{dir}/server.crt'\nssl_key_file = '{dir}/server.key'\nfsync = off\n",
+            dir = dir.display(),
+            ssl = if tls == ServerTls::Off { "off" } else { "on" },
         );
         append(&data.join("postgresql.conf"), &settings);
+        let tcp_line = match tls {
+            ServerTls::Required => Some("hostssl"),
+            ServerTls::Refused => Some("hostnossl"),
+            _ => None,
+        };
+        if let Some(kind) = tcp_line {
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                format!("local all all scram-sha-256\n{kind} all all 127.0.0.1/32 scram-sha-256\n"),
+            )
+            .unwrap();
+        }
         run_as_postgres(
             &bindir.join("pg_ctl"),
             &[
@@ -107,9 +142,28 @@ impl SecurePostgres {
         )
     }
 
-    /// A superuser connection, for setting up roles and rotating passwords.
+    /// A superuser connection, for setting up roles and rotating passwords; through the server's
+    /// socket, which every kind of server admits.
     pub async fn admin(&self) -> tokio_postgres::Client {
-        super::connect(&self.url("postgres", SUPERUSER_PASSWORD, "postgres")).await
+        super::connect(&format!(
+            "host={} port={} user=postgres password={SUPERUSER_PASSWORD} dbname=postgres",
+            self.dir.display(),
+            self.port
+        ))
+        .await
+    }
+
+    /// psql from this server's installation, with nothing of the machine's around it: no
+    /// environment (so no PG* variables) and a home of its own (no ~/.postgresql, ~/.pgpass, ~/.psqlrc).
+    pub fn psql(&self) -> Command {
+        let mut psql = Command::new(self.bindir.join("psql"));
+        psql.env_clear().env("HOME", &self.dir).args([
+            "--no-psqlrc",
+            "--no-password",
+            "--tuples-only",
+            "--no-align",
+        ]);
+        psql
     }
 
     /// A login role owning a database of the same name.
