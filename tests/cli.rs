@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{cli, fixture, last_stderr_line, spawn_app};
+use common::{cli, fixture, last_stderr_line, spawn_app, stdout_json};
 use serde_json::Value;
 
 /// The binary with nothing but `env` in its environment: no database, no CoinGecko stub.
@@ -16,16 +16,6 @@ async fn cli_alone(args: &[&str], env: &[(&str, &str)]) -> Output {
         .output()
         .await
         .expect("starting coingecko-cdc")
-}
-
-fn stdout_json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON object ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
 }
 
 #[tokio::test]

@@ -9,23 +9,13 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use coingecko_cdc::archive::{self, SHIPPED_YEAR};
 use coingecko_cdc::replay::{recorded_answer, RecordedAnswer};
-use common::{cli, column, last_stderr_line, spawn_app};
+use common::{cli, column, last_stderr_line, spawn_app, stdout_json};
 use rust_decimal::Decimal;
-use serde_json::Value;
 
 fn shipped(day: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(SHIPPED_YEAR)
         .join(format!("markets-{day}.json.gz"))
-}
-
-fn stdout_json(output: &std::process::Output) -> Value {
-    assert!(
-        output.status.success(),
-        "replay failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("the replay prints its summary as JSON")
 }
 
 /// The shipped year as the replay reads it, in the order the answers were recorded.

@@ -354,6 +354,18 @@ pub async fn cli(app: &TestApp, args: &[&str], extra: &[(&str, &str)]) -> Output
         .expect("starting coingecko-cdc")
 }
 
+/// What a command printed on stdout, as one JSON object; the whole output when it is not.
+pub fn stdout_json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}), exit {:?}: {}\nstderr: {}",
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
 /// Where the command line puts its one-line cause.
 pub fn last_stderr_line(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr)
