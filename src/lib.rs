@@ -1,10 +1,10 @@
 //! coingecko-cdc: CoinGecko market data into PostgreSQL with exact, idempotent
 //! price-based change data capture.
 //!
-//! The pure core ([`market`], [`cdc`], [`summary`], [`trigger`], [`status`], [`replay`]) does no
-//! I/O; the edges ([`coingecko`], [`store`], [`database`], [`secrets`], [`lambda`], [`cli`],
-//! [`chart`], [`archive`]) do;
-//! [`ingest`] ties one run together and [`app`] holds what runs share.
+//! The pure core ([`market`], [`cdc`], [`summary`], [`trigger`], [`status`], [`replay`],
+//! [`conninfo`], [`error_chain`]) does no I/O; the edges ([`coingecko`], [`store`],
+//! [`database`], [`secrets`], [`lambda`], [`cli`], [`chart`], [`archive`]) do; [`ingest`] ties
+//! one run together and [`app`] holds what runs share; [`config`] is read once at the start.
 
 pub mod app;
 pub mod archive;
@@ -15,6 +15,7 @@ pub mod coingecko;
 pub mod config;
 pub mod conninfo;
 pub mod database;
+pub mod error_chain;
 pub mod ingest;
 pub mod lambda;
 pub mod market;

@@ -3,6 +3,8 @@
 use std::future::Future;
 
 use secrecy::SecretString;
+
+use crate::error_chain::error_chain;
 use serde_json::Value;
 
 /// A failure to get or read a secret. Never carries a secret value.
@@ -34,15 +36,15 @@ impl SecretSource for aws_sdk_secretsmanager::Client {
             .await
             .map_err(|e| {
                 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
-                // The service's own words; the full context (a debug dump of the whole
-                // response) only when there was no answer from the service.
+                // The service's own words, or, when it did not answer, the causes in one line
+                // (the SDK's own context is a debug dump of the whole response).
                 let cause = match e.as_service_error() {
                     Some(answer) => format!(
                         "{}: {}",
                         answer.code().unwrap_or("error"),
                         answer.message().unwrap_or_default()
                     ),
-                    None => aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
+                    None => error_chain(&e),
                 };
                 fail(format!(
                     "GetSecretValue failed: {cause} (check DB_SECRET_ID, the function's IAM policy and the network path to Secrets Manager)"

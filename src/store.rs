@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use crate::chart::Series;
 use crate::coingecko::RawPage;
 use crate::config::{DbTls, SslMode};
+use crate::error_chain::error_chain;
 use crate::market::{jsonb_storable, Quote};
 use crate::status::{HealthFacts, RunRecord};
 use crate::summary::Summary;
@@ -129,19 +130,6 @@ fn sqlstate_in(error: &(dyn std::error::Error + 'static)) -> Option<SqlState> {
 /// Whether a connection failed in the TLS handshake (the certificate, most often).
 fn is_tls_failure(error: &tokio_postgres::Error) -> bool {
     std::error::Error::source(error).is_some_and(|cause| cause.is::<native_tls::Error>())
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The Amazon RDS global CA bundle (all regions), as AWS publishes it at

@@ -250,9 +250,24 @@ async fn cli_with_aws(env: &[(&str, &str)]) -> Output {
 }
 
 #[tokio::test]
-async fn a_secret_without_an_aws_region_or_credentials_says_what_to_set_in_one_line() {
+async fn a_secret_without_an_aws_region_credentials_or_a_reachable_endpoint_says_so_in_one_line() {
     let no_region = cli_with_aws(&[]).await;
     let no_credentials = cli_with_aws(&[("AWS_REGION", "us-east-1")]).await;
+    let nowhere = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let unreachable = cli_with_aws(&[
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", &nowhere),
+    ])
+    .await;
 
     for (output, names) in [
         (
@@ -262,6 +277,14 @@ async fn a_secret_without_an_aws_region_or_credentials_says_what_to_set_in_one_l
         (
             &no_credentials,
             ["AWS_ACCESS_KEY_ID", "AWS_PROFILE", "role"],
+        ),
+        (
+            &unreachable,
+            [
+                "Connection refused",
+                "network path to Secrets Manager",
+                "DB_SECRET_ID",
+            ],
         ),
     ] {
         assert_eq!(output.status.code(), Some(1));
