@@ -20,10 +20,12 @@ use crate::{archive, secrets, status, trigger};
 /// What `--help` says about the environment, where every setting comes from.
 const SETTINGS_HELP: &str = "\
 Settings come from environment variables; there are no settings flags.
-Required: DATABASE_URL (postgres://user:password@host:5432/db) or DB_SECRET_ID (a Secrets Manager
-secret with the database credentials; DB_HOST, DB_PORT and DB_NAME give what it lacks).
+Required: DATABASE_URL (postgres://user:password@host:5432/db), DB_SECRET_ID (a Secrets Manager
+secret with the database credentials; DB_HOST, DB_PORT and DB_NAME give what it lacks), or libpq's
+PGHOST, PGUSER, PGDATABASE…
 Most used: COIN_IDS (bitcoin,ethereum) or TOP_N (250), VS_CURRENCY (usd), CDC_THRESHOLD_PCT (0.5),
-COINGECKO_API_KEY and COINGECKO_API_PLAN (demo or pro), AUTO_MIGRATE (true), DB_SSLMODE (prefer),
+COINGECKO_API_KEY and COINGECKO_API_PLAN (demo or pro), AUTO_MIGRATE (true), DB_SSLMODE (prefer;
+verify-full to check the certificate and host name),
 RUST_LOG (info).
 Every setting and its default: the README, section Settings.";
 
@@ -77,7 +79,7 @@ struct ChartArgs {
     /// Rescale each coin to 100 at the start of the window, to compare coins.
     #[arg(long)]
     normalise: bool,
-    /// The window: this long up to now (e.g. 30d, 12h).
+    /// The window's length, ending at --to or now (e.g. 30d, 12h).
     #[arg(long, value_name = "DURATION", conflicts_with = "from")]
     since: Option<humantime::Duration>,
     /// Start of the window: a date (2026-11-01) or an RFC 3339 time. Default: the first recorded price.
