@@ -3,9 +3,9 @@
 use std::future::Future;
 
 use secrecy::SecretString;
+use serde_json::Value;
 
 use crate::error_chain::error_chain;
-use serde_json::Value;
 
 /// A failure to get or read a secret. Never carries a secret value.
 #[derive(Debug, thiserror::Error)]
