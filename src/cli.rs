@@ -15,6 +15,7 @@ use crate::chart::{self, ChartRequest};
 use crate::coingecko::FetchProgress;
 use crate::config::Config;
 use crate::replay::{recorded_answer, ReplaySummary};
+use crate::series;
 use crate::{archive, secrets, status, trigger};
 
 /// What `--help` says about the environment, where every setting comes from.
@@ -211,7 +212,7 @@ async fn draw_chart<S: secrets::SecretSource>(
         .map_or(from, |first| first.max(from));
     let (series, y_label) = if args.normalise {
         (
-            chart::normalise(&series),
+            series::normalise(&series),
             "index (start of the window = 100)".to_string(),
         )
     } else {

@@ -10,7 +10,7 @@ use secrecy::ExposeSecret;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::config::{ApiPlan, CoinGeckoConfig, CoinSelection};
-use crate::market::{api_error_message, parse_page, Market, PageError, ParsedPage};
+use crate::market::{api_error_message, parse_page, Market, PageError, ParsedPage, RawPage};
 
 /// CoinGecko's largest page.
 pub const PER_PAGE: usize = 250;
@@ -79,14 +79,6 @@ fn plan_calls_per_min(plan: ApiPlan, has_key: bool) -> u32 {
         (ApiPlan::Demo, true) => 30,
         (ApiPlan::Demo, false) => 10,
     }
-}
-
-/// A page as received: kept for the raw table.
-#[derive(Debug, Clone)]
-pub struct RawPage {
-    pub number: u32,
-    pub body: String,
-    pub fetched_at: DateTime<Utc>,
 }
 
 /// Everything one fetch brought back.

@@ -2,7 +2,7 @@
 //! price-based change data capture.
 //!
 //! The pure core ([`market`], [`cdc`], [`summary`], [`trigger`], [`status`], [`replay`],
-//! [`conninfo`], [`error_chain`]) does no I/O; the edges ([`coingecko`], [`store`],
+//! [`series`], [`conninfo`], [`error_chain`]) does no I/O; the edges ([`coingecko`], [`store`],
 //! [`database`], [`secrets`], [`lambda`], [`cli`], [`chart`], [`archive`]) do; [`ingest`] ties
 //! one run together and [`app`] holds what runs share; [`config`] is read once at the start.
 
@@ -21,6 +21,7 @@ pub mod lambda;
 pub mod market;
 pub mod replay;
 pub mod secrets;
+pub mod series;
 pub mod status;
 pub mod store;
 pub mod summary;

@@ -368,6 +368,14 @@ fn utf16_escape(text: &str) -> Option<u16> {
     u16::from_str_radix(hex, 16).ok()
 }
 
+/// A page as received: its text, kept for the raw table.
+#[derive(Debug, Clone)]
+pub struct RawPage {
+    pub number: u32,
+    pub body: String,
+    pub fetched_at: DateTime<Utc>,
+}
+
 /// Gathers the pages of one fetch: keeps each coin id once (its first appearance,
 /// since ranks shift during a crawl) and at most `limit` coins.
 #[derive(Debug, Default)]

@@ -198,7 +198,7 @@ async fn a_server_without_tls() {
 fn bundle_with(server: &SecurePostgres) -> String {
     let rds = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/src/rds-global-bundle.pem"
+        "/src/store/rds-global-bundle.pem"
     ))
     .unwrap();
     let ca = std::fs::read_to_string(&server.ca_file).unwrap();

@@ -1,0 +1,38 @@
+//! The PostgreSQL edge: connections, migrations, the run ledger, the set-based apply and the
+//! reports, one concern a file.
+//!
+//! Every statement is parameterised, and the number of statements per run does not
+//! depend on the number of coins: each table is written by one statement over arrays.
+
+mod apply;
+mod connector;
+mod error;
+mod migrations;
+mod reports;
+mod runs;
+
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+pub use apply::{coin_key, Apply, Written, RUN_LOCK};
+pub use connector::Connector;
+pub use error::StoreError;
+
+pub struct Store {
+    client: Client,
+}
+
+impl Store {
+    /// Whether the server still answers on this connection. A warm connection can have been
+    /// ended while the function slept (a restart, a failover, an idle timeout) without the
+    /// client having noticed yet: one empty round trip tells before a run relies on it.
+    pub async fn is_alive(&self) -> bool {
+        const PATIENCE: Duration = Duration::from_secs(5);
+        !self.client.is_closed()
+            && matches!(
+                tokio::time::timeout(PATIENCE, self.client.batch_execute("")).await,
+                Ok(Ok(()))
+            )
+    }
+}

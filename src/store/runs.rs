@@ -1,0 +1,100 @@
+//! The run ledger, `ingest_runs`: each run's start, outcome and summary.
+
+use tokio_postgres::types::Json;
+use uuid::Uuid;
+
+use super::error::{During, StoreError};
+use super::Store;
+use crate::status::{HealthFacts, RunRecord};
+use crate::summary::Summary;
+
+impl Store {
+    /// The summary of the succeeded run with this trigger id, if there is one.
+    pub async fn succeeded_summary(&self, trigger_id: &str) -> Result<Option<Summary>, StoreError> {
+        find_succeeded(&self.client, trigger_id).await
+    }
+
+    pub async fn start_run(
+        &self,
+        run_id: Uuid,
+        trigger_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "INSERT INTO ingest_runs (run_id, trigger_id, status) VALUES ($1, $2, 'running')",
+                &[&run_id, &trigger_id],
+            )
+            .await
+            .during("recording the start of the run")?;
+        Ok(())
+    }
+
+    pub async fn fail_run(&self, run_id: Uuid, error: &str) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "UPDATE ingest_runs SET status = 'failed', finished_at = clock_timestamp(), error = $2 WHERE run_id = $1",
+                &[&run_id, &error],
+            )
+            .await
+            .during("recording the failure of the run")?;
+        Ok(())
+    }
+
+    /// The most recent runs, newest first.
+    pub async fn recent_runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT run_id::text, trigger_id, started_at, finished_at, status, summary, error
+                 FROM ingest_runs ORDER BY started_at DESC LIMIT $1",
+                &[&limit],
+            )
+            .await
+            .during("reading ingest_runs")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RunRecord {
+                run_id: r.get(0),
+                trigger_id: r.get(1),
+                started_at: r.get(2),
+                finished_at: r.get(3),
+                status: r.get(4),
+                summary: r.get(5),
+                error: r.get(6),
+            })
+            .collect())
+    }
+
+    /// What health is judged from, whatever runs are shown: the most recent finished run (in the
+    /// order the runs are shown, newest start first) and the last success.
+    pub async fn health_facts(&self) -> Result<HealthFacts, StoreError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT (SELECT status FROM ingest_runs WHERE status <> 'running'
+                         ORDER BY started_at DESC LIMIT 1),
+                        (SELECT max(finished_at) FROM ingest_runs WHERE status = 'succeeded')",
+                &[],
+            )
+            .await
+            .during("reading ingest_runs")?;
+        Ok(HealthFacts {
+            last_finished_status: row.get(0),
+            last_success: row.get(1),
+        })
+    }
+}
+
+pub(super) async fn find_succeeded(
+    client: &impl tokio_postgres::GenericClient,
+    trigger_id: &str,
+) -> Result<Option<Summary>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT summary FROM ingest_runs WHERE trigger_id = $1 AND status = 'succeeded'",
+            &[&trigger_id],
+        )
+        .await
+        .during("looking up the trigger id")?;
+    Ok(row.map(|row| row.get::<_, Json<Summary>>(0).0))
+}
