@@ -33,7 +33,7 @@ use chrono::{TimeZone, Utc};
 use coingecko_cdc::coingecko::{CoinGeckoClient, Fetched, LogProgress, PER_PAGE};
 use coingecko_cdc::config::{Config, DbTls, SslMode};
 use coingecko_cdc::market::{exact_decimal, Quote};
-use coingecko_cdc::store::{self, Connector, Store, Written};
+use coingecko_cdc::store::{Connector, Store, Written};
 use coingecko_cdc::summary::Summary;
 use coingecko_cdc::{cdc, ingest};
 use rust_decimal::Decimal;
@@ -389,6 +389,10 @@ async fn run_ours(config: &Config, db_url: &str, wire: &WireCounts) -> Result<Ou
 const QUOTE_COLUMNS: &str = "coin_id, vs_currency, symbol, name, market_cap_rank, source_updated_at, \
     price, market_cap, total_volume, high_24h, low_24h, price_change_24h, price_change_percentage_24h, \
     circulating_supply, total_supply, max_supply";
+/// The columns of `quotes` the baseline's upsert fills: the key's, then those of `numbers`.
+const BASELINE_QUOTE_COLUMNS: &str = "coin_key, vs_currency, market_cap_rank, source_updated_at, \
+    price, market_cap, total_volume, high_24h, low_24h, price_change_24h, price_change_percentage_24h, \
+    circulating_supply, total_supply, max_supply";
 
 fn numbers(q: &Quote) -> [Option<Decimal>; 10] {
     [
@@ -405,19 +409,19 @@ fn numbers(q: &Quote) -> [Option<Decimal>; 10] {
     ]
 }
 
-/// The upsert of one coin: `$1`…`$16` in `QUOTE_COLUMNS` order, `$17` whether history was written,
-/// `$18` its `coin_key`.
+/// The upsert of one coin's quote: `$1`…`$14` in `BASELINE_QUOTE_COLUMNS` order, `$15` whether
+/// history was written.
 fn baseline_upsert() -> String {
-    let values: Vec<String> = (1..=16).map(|i| format!("${i}")).collect();
-    let updates: Vec<String> = QUOTE_COLUMNS
+    let values: Vec<String> = (1..=14).map(|i| format!("${i}")).collect();
+    let updates: Vec<String> = BASELINE_QUOTE_COLUMNS
         .split(", ")
         .skip(2)
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
     format!(
-        "INSERT INTO current_prices AS cur ({QUOTE_COLUMNS}, first_seen_at, last_changed_at, recorded_price, recorded_at, coin_key)
-         VALUES ({}, now(), now(), CASE WHEN $17::bool THEN $7::numeric END, CASE WHEN $17::bool THEN now() END, $18)
-         ON CONFLICT (coin_key, vs_currency) DO UPDATE SET {}, last_changed_at = now(),
+        "INSERT INTO quotes AS cur ({BASELINE_QUOTE_COLUMNS}, first_seen_at, last_changed_at, recorded_price, recorded_at)
+         VALUES ({}, now(), now(), CASE WHEN $15::bool THEN $5::numeric END, CASE WHEN $15::bool THEN now() END)
+         ON CONFLICT (vs_currency, coin_key) DO UPDATE SET {}, last_changed_at = now(),
              recorded_price = coalesce(excluded.recorded_price, cur.recorded_price),
              recorded_at = coalesce(excluded.recorded_at, cur.recorded_at)",
         values.join(", "),
@@ -447,12 +451,23 @@ async fn run_baseline(
     let at_start = wire.read();
     let started = Instant::now();
     let tx = client.transaction().await?;
-    let read = "SELECT price FROM current_prices WHERE coin_id = $1 AND vs_currency = $2";
+    let read = "SELECT c.coin_key, q.price FROM coins c
+                LEFT JOIN quotes q ON q.coin_key = c.coin_key AND q.vs_currency = $2
+                WHERE c.coin_id = $1";
     let read = tx.prepare(read).await?;
+    let add_coin = tx
+        .prepare(
+            "INSERT INTO coins (coin_id, symbol, name, image, first_seen_at, last_seen_at)
+             VALUES ($1, $2, $3, $4, now(), now()) RETURNING coin_key",
+        )
+        .await?;
+    let describe_coin = tx
+        .prepare("UPDATE coins SET symbol = $2, name = $3, image = $4, last_seen_at = now() WHERE coin_key = $1")
+        .await?;
     let append = tx
         .prepare(
-            "INSERT INTO price_history
-                 (coin_id, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
+            "INSERT INTO price_points
+                 (coin_key, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
              VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), now(), $7)
              ON CONFLICT DO NOTHING",
         )
@@ -460,12 +475,21 @@ async fn run_baseline(
     let upsert = tx.prepare(&baseline_upsert()).await?;
     let mut history_inserted = 0;
     for q in quotes {
-        let last = tx
-            .query_opt(&read, &[&q.coin_id, &vs])
-            .await?
-            .map(|row| row.get(0));
+        let known = tx.query_opt(&read, &[&q.coin_id, &vs]).await?;
+        let (coin_key, last): (i32, Option<Decimal>) = match known {
+            Some(row) => {
+                let coin_key = row.get(0);
+                let description: [Param; 4] = [&coin_key, &q.symbol, &q.name, &q.image];
+                tx.execute(&describe_coin, &description).await?;
+                (coin_key, row.get(1))
+            }
+            None => {
+                let description: [Param; 4] = [&q.coin_id, &q.symbol, &q.name, &q.image];
+                (tx.query_one(&add_coin, &description).await?.get(0), None)
+            }
+        };
         let history: [Param; 7] = [
-            &q.coin_id,
+            &coin_key,
             &vs,
             &q.price,
             &q.market_cap,
@@ -477,18 +501,10 @@ async fn run_baseline(
             && tx.execute(&append, &history).await? == 1;
         history_inserted += recorded as u64;
         let numbers = numbers(q);
-        let mut current: Vec<Param> = vec![
-            &q.coin_id,
-            &vs,
-            &q.symbol,
-            &q.name,
-            &q.market_cap_rank,
-            &q.source_updated_at,
-        ];
+        let mut current: Vec<Param> =
+            vec![&coin_key, &vs, &q.market_cap_rank, &q.source_updated_at];
         current.extend(numbers.iter().map(|n| n as Param));
         current.push(&recorded);
-        let key = store::coin_key(&q.coin_id);
-        current.push(&key);
         tx.execute(&upsert, &current).await?;
     }
     tx.commit().await?;
@@ -521,7 +537,7 @@ async fn run_floor(
     let numbers: Vec<Vec<Option<Decimal>>> = (0..10)
         .map(|c| quotes.iter().map(|q| numbers(q)[c]).collect())
         .collect();
-    let keys: Vec<Vec<u8>> = ids.iter().map(|id| store::coin_key(id)).collect();
+    let keys: Vec<i32> = (1..=quotes.len() as i32).collect();
     let mut params: Vec<Param> = vec![&vs, &ids, &symbols, &names, &ranks, &updated];
     params.extend(numbers.iter().map(|column| column as Param));
     params.push(&keys);
@@ -537,7 +553,7 @@ async fn run_floor(
     let sql = format!(
         "INSERT INTO floor_copy ({QUOTE_COLUMNS}, coin_key, first_seen_at, last_changed_at)
          SELECT {QUOTE_COLUMNS}, coin_key, now(), now()
-         FROM unnest({}, ${}::bytea[]) AS q({unnested}, coin_key), (SELECT $1::text AS vs_currency) AS v",
+         FROM unnest({}, ${}::int[]) AS q({unnested}, coin_key), (SELECT $1::text AS vs_currency) AS v",
         arrays.join(", "),
         arrays.len() + 2
     );
@@ -601,15 +617,16 @@ async fn rows_written(db: &Client) -> Result<i64> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let written = "SELECT coalesce(sum(n_tup_ins + n_tup_upd), 0)::bigint FROM pg_stat_user_tables
-                   WHERE relid = 'current_prices'::regclass
-                      OR relid IN (SELECT relid FROM pg_partition_tree('price_history'))";
+                   WHERE relid IN ('coins'::regclass, 'quotes'::regclass)
+                      OR relid IN (SELECT relid FROM pg_partition_tree('price_points'))";
     Ok(db.query_one(written, &[]).await?.get(0))
 }
 
-/// A digest of every row of the price tables, with the row versions (`xmin`) of `current_prices`.
+/// A digest of every row of the price tables, with the row versions (`xmin`) of `coins` and `quotes`.
 async fn fingerprint(db: &Client) -> Result<String> {
     let digest = "SELECT
-        (SELECT md5(string_agg((c.*, c.xmin)::text, ',' ORDER BY c.coin_id)) FROM current_prices c)
+        (SELECT md5(string_agg((c.*, c.xmin)::text, ',' ORDER BY c.coin_key)) FROM coins c)
+        || (SELECT md5(string_agg((q.*, q.xmin)::text, ',' ORDER BY q.vs_currency, q.coin_key)) FROM quotes q)
         || (SELECT md5(string_agg(h::text, ',' ORDER BY h.coin_id, h.source_updated_at)) FROM price_history h)";
     Ok(db.query_one(digest, &[]).await?.get(0))
 }
@@ -623,7 +640,7 @@ async fn load_history(db_url: &str, vs: &str, rows: i64) -> Result<u64> {
     let dummy_run = "INSERT INTO ingest_runs (run_id, status) VALUES ($1, 'succeeded')";
     db.execute(dummy_run, &[&run_id]).await?;
     let coins: i64 = db
-        .query_one("SELECT count(*) FROM current_prices", &[])
+        .query_one("SELECT count(*) FROM quotes", &[])
         .await?
         .get(0);
     // Each coin records a change every 50 minutes: one run in ten of a 5-minute schedule, the rate
@@ -632,10 +649,10 @@ async fn load_history(db_url: &str, vs: &str, rows: i64) -> Result<u64> {
         SELECT generate_series(timestamptz '2026-11-27 15:00Z' - make_interval(mins => 50 * $1::bigint::int),
                                timestamptz '2026-11-27 15:00Z', interval '1 day')))";
     let load = "
-        INSERT INTO price_history
-            (coin_id, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
-        SELECT c.coin_id, $2, 1 + (step * 7 % 100000) / 100.0, step * 1000.0, step::numeric, at, at, $1
-        FROM generate_series($3::bigint, 1, -1) AS step CROSS JOIN current_prices c,
+        INSERT INTO price_points
+            (coin_key, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
+        SELECT q.coin_key, $2, 1 + (step * 7 % 100000) / 100.0, step * 1000.0, step::numeric, at, at, $1
+        FROM generate_series($3::bigint, 1, -1) AS step CROSS JOIN quotes q,
              LATERAL (SELECT timestamptz '2026-11-27 15:00Z' - make_interval(mins => 50 * step::int) AS at) t";
     let steps = (rows / coins).max(1);
     db.execute(partitions, &[&steps])
@@ -643,7 +660,7 @@ async fn load_history(db_url: &str, vs: &str, rows: i64) -> Result<u64> {
         .context("making the partitions of price_history")?;
     let added = db.execute(load, &[&run_id, &vs, &steps]).await;
     let added = added.context("loading price_history")?;
-    db.batch_execute("VACUUM ANALYZE price_history").await?;
+    db.batch_execute("VACUUM ANALYZE price_points").await?;
     // A checkpoint now rather than in the middle of the measured runs.
     let checkpoint = db.batch_execute("CHECKPOINT").await;
     checkpoint.context("CHECKPOINT needs superuser or the pg_checkpoint role")?;

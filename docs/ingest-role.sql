@@ -14,11 +14,12 @@ $$;
 
 GRANT USAGE ON SCHEMA public TO coingecko_cdc_ingest;
 -- SELECT serves the CDC reference, the trigger-id check and the RETURNING of the apply.
-GRANT SELECT, INSERT, UPDATE ON current_prices TO coingecko_cdc_ingest;
-GRANT SELECT, INSERT ON price_history TO coingecko_cdc_ingest;
+GRANT SELECT, INSERT, UPDATE ON coins, quotes TO coingecko_cdc_ingest;
+GRANT SELECT, INSERT ON price_points TO coingecko_cdc_ingest;
 GRANT SELECT, INSERT, UPDATE ON ingest_runs TO coingecko_cdc_ingest;
 GRANT SELECT, INSERT, DELETE ON raw_pages TO coingecko_cdc_ingest;
 -- For `coingecko-cdc status` and `chart` and for analysts: reading is harmless.
-GRANT SELECT ON price_changes, latest_prices, price_ohlc_hourly, price_ohlc_daily TO coingecko_cdc_ingest;
--- Runs make the monthly partitions of price_history through this function, which acts as the owner.
+GRANT SELECT ON current_prices, price_history, price_changes, latest_prices, price_ohlc_hourly,
+    price_ohlc_daily TO coingecko_cdc_ingest;
+-- Runs make the weekly partitions of price_points through this function, which acts as the owner.
 GRANT EXECUTE ON FUNCTION price_history_make_partitions(timestamptz[]) TO coingecko_cdc_ingest;

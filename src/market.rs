@@ -17,6 +17,8 @@ pub struct Quote {
     pub coin_id: String,
     pub symbol: Option<String>,
     pub name: Option<String>,
+    /// The URL of the coin's logo.
+    pub image: Option<String>,
     pub price: Decimal,
     pub market_cap: Option<Decimal>,
     pub market_cap_rank: Option<i32>,
@@ -119,6 +121,8 @@ struct RawCoin<'a> {
     #[serde(borrow)]
     symbol: Option<&'a RawValue>,
     #[serde(borrow)]
+    image: Option<&'a RawValue>,
+    #[serde(borrow)]
     name: Option<&'a RawValue>,
     #[serde(borrow)]
     current_price: Option<&'a RawValue>,
@@ -217,6 +221,7 @@ fn parse_coin(raw: RawCoin, position: usize, warnings: &mut Vec<FieldWarning>) -
     let quote = Quote {
         symbol: fields.text("symbol", raw.symbol),
         name: fields.text("name", raw.name),
+        image: fields.text("image", raw.image),
         price,
         market_cap: fields.decimal("market_cap", raw.market_cap),
         market_cap_rank: fields.rank(raw.market_cap_rank),
@@ -548,6 +553,10 @@ mod tests {
         };
         assert_eq!(btc.coin_id, "bitcoin");
         assert_eq!(btc.symbol.as_deref(), Some("btc"));
+        assert_eq!(
+            btc.image.as_deref(),
+            Some("https://coin-images.coingecko.com/coins/images/1/large/bitcoin.png?1696501400")
+        );
         assert_eq!(btc.price, dec("58083"));
         assert_eq!(btc.total_supply.unwrap().to_string(), "21000000.0");
         assert_eq!(btc.market_cap_rank, Some(1));

@@ -387,10 +387,11 @@ async fn ids_alike_but_for_backslashes_are_different_coins() {
         let price = (i + 1).to_string();
         assert_eq!(app.current(id, "price").await, Some(price.clone()), "{id}");
         assert_eq!(app.history(id).await, [price], "{id}");
+        // Unique through the digest of the id's UTF-8 bytes, whatever its length.
         let key_is_sha256_of_utf8: bool = app
             .db
             .query_one(
-                "SELECT coin_key = sha256(convert_to(coin_id, 'UTF8')) FROM current_prices WHERE coin_id = $1",
+                "SELECT coin_id_digest(coin_id) = sha256(convert_to(coin_id, 'UTF8')) FROM coins WHERE coin_id = $1",
                 &[id],
             )
             .await
@@ -640,7 +641,9 @@ async fn price_history_refuses_update_delete_and_truncate() {
     for statement in [
         "UPDATE price_history SET price = 0 WHERE coin_id = 'bitcoin'",
         "DELETE FROM price_history WHERE coin_id = 'bitcoin'",
-        "TRUNCATE price_history CASCADE",
+        "UPDATE price_points SET price = 0",
+        "DELETE FROM price_points",
+        "TRUNCATE price_points CASCADE",
     ] {
         let error = app.db.execute(statement, &[]).await.unwrap_err();
         let db = error.as_db_error().expect(statement);

@@ -59,14 +59,16 @@ async fn the_ingest_role_runs_an_ingest_and_can_do_nothing_more() {
     for statement in [
         "UPDATE price_history SET price = 0",
         "DELETE FROM price_history",
-        "TRUNCATE price_history",
-        "DELETE FROM current_prices",
+        "TRUNCATE price_points",
+        "UPDATE price_points SET price = 0",
+        "DELETE FROM quotes",
+        "DELETE FROM coins",
         "CREATE TABLE intruder (id int)",
-        "ALTER TABLE current_prices ADD COLUMN intruder int",
+        "ALTER TABLE quotes ADD COLUMN intruder int",
         "DROP TABLE raw_pages",
         "DROP VIEW latest_prices",
-        "ALTER TABLE price_history DETACH PARTITION price_history_2024_09",
-        "DROP TABLE price_history_2024_09",
+        "ALTER TABLE price_points DETACH PARTITION price_points_2024_w36",
+        "DROP TABLE price_points_2024_w36",
     ] {
         let error = ingest.batch_execute(statement).await.unwrap_err();
         let code = error.as_db_error().map(|db| db.code().code().to_string());

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sha2::{Digest, Sha256};
 use tokio_postgres::types::Json;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
@@ -78,8 +77,9 @@ impl Apply<'_> {
         let rows = self
             .tx
             .query(
-                "SELECT coin_id, recorded_price FROM current_prices
-                 WHERE vs_currency = $1 AND coin_id = ANY($2) AND recorded_price IS NOT NULL",
+                "SELECT c.coin_id, q.recorded_price
+                 FROM coins c JOIN quotes q ON q.coin_key = c.coin_key AND q.vs_currency = $1
+                 WHERE c.coin_id = ANY($2) AND q.recorded_price IS NOT NULL",
                 &[&vs_currency, &coin_ids],
             )
             .await
@@ -87,7 +87,7 @@ impl Apply<'_> {
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    /// The newest `source_updated_at` in `current_prices` for `vs_currency`.
+    /// The newest `source_updated_at` of the latest prices in `vs_currency`.
     pub async fn latest_price_time(
         &self,
         vs_currency: &str,
@@ -95,7 +95,7 @@ impl Apply<'_> {
         let row = self
             .tx
             .query_one(
-                "SELECT max(source_updated_at) FROM current_prices WHERE vs_currency = $1",
+                "SELECT max(source_updated_at) FROM quotes WHERE vs_currency = $1",
                 &[&vs_currency],
             )
             .await
@@ -103,8 +103,9 @@ impl Apply<'_> {
         Ok(row.get(0))
     }
 
-    /// Appends history for the quotes marked recordable and brings `current_prices` to the
-    /// quotes, rewriting only rows whose values changed. One statement, whatever the count.
+    /// Keys new coins, appends history for the quotes marked recordable and brings the latest
+    /// prices to the quotes, rewriting only rows whose values changed. One statement, whatever
+    /// the count.
     /// `as_of`: when the quotes were seen, for a recorded answer; a live run's is now.
     pub async fn write_prices(
         &self,
@@ -117,9 +118,9 @@ impl Apply<'_> {
         let column =
             |f: fn(&Quote) -> Option<Decimal>| quotes.iter().map(|q| f(q)).collect::<Vec<_>>();
         let ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
-        let keys: Vec<Vec<u8>> = ids.iter().map(|id| coin_key(id)).collect();
         let symbols: Vec<Option<&str>> = quotes.iter().map(|q| q.symbol.as_deref()).collect();
         let names: Vec<Option<&str>> = quotes.iter().map(|q| q.name.as_deref()).collect();
+        let images: Vec<Option<&str>> = quotes.iter().map(|q| q.image.as_deref()).collect();
         let prices: Vec<Decimal> = quotes.iter().map(|q| q.price).collect();
         let ranks: Vec<Option<i32>> = quotes.iter().map(|q| q.market_cap_rank).collect();
         let updated: Vec<_> = quotes.iter().map(|q| q.source_updated_at).collect();
@@ -128,11 +129,11 @@ impl Apply<'_> {
             .zip(recordable)
             .filter_map(|(at, &record)| record.then_some(*at))
             .collect();
-        // History rows need their month's partition; next month's is made ahead, off the
-        // critical path of the first run of that month. Rows without a time get `as_of`.
+        // History rows need their period's partition (the function also makes the next period's
+        // ahead, off the critical path of its first run). Rows without a time get `as_of`.
         self.tx
             .execute(
-                "SELECT price_history_make_partitions($1::timestamptz[] || ARRAY[coalesce($2, now()), now(), now() + interval '1 month'])",
+                "SELECT price_history_make_partitions($1::timestamptz[] || coalesce($2, now()))",
                 &[&recorded_times, &as_of],
             )
             .await
@@ -147,6 +148,7 @@ impl Apply<'_> {
                     &ids,
                     &symbols,
                     &names,
+                    &images,
                     &prices,
                     &column(|q| q.market_cap),
                     &ranks,
@@ -160,12 +162,11 @@ impl Apply<'_> {
                     &column(|q| q.max_supply),
                     &updated,
                     &recordable,
-                    &keys,
                     &as_of,
                 ],
             )
             .await
-            .during("writing current_prices and price_history")?;
+            .during("writing coins, quotes and price_points")?;
         Ok(Written {
             history_inserted: row.get::<_, i64>(0) as u64,
             upserted: row.get::<_, i64>(1) as u64,
@@ -215,13 +216,6 @@ impl Apply<'_> {
             .during("recording the run's summary")?;
         self.tx.commit().await.during("committing the run")
     }
-}
-
-/// `current_prices.coin_key`: what the SQL function `coin_key(coin_id)` of migration V5 computes,
-/// the SHA-256 of the id's UTF-8 bytes. Computed here because a generated column is recomputed by
-/// every UPDATE, and every run updates every row.
-pub fn coin_key(coin_id: &str) -> Vec<u8> {
-    Sha256::digest(coin_id.as_bytes()).to_vec()
 }
 
 /// `history` appends the recordable quotes (a repeated `source_updated_at` adds nothing);

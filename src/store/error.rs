@@ -117,7 +117,7 @@ mod tests {
         }
         // The append-only trigger of price_history refuses with the same SQLSTATE.
         let appending = StoreError::new(
-            "writing current_prices and price_history",
+            "writing coins, quotes and price_points",
             "price_history is append-only: UPDATE is refused".into(),
             denied,
             Some("history rows are never changed or removed"),

@@ -1,42 +1,65 @@
 WITH incoming AS (
     SELECT *
-    FROM unnest($3::text[], $4::text[], $5::text[], $6::numeric[], $7::numeric[], $8::int[],
-                $9::numeric[], $10::numeric[], $11::numeric[], $12::numeric[], $13::numeric[],
-                $14::numeric[], $15::numeric[], $16::numeric[], $17::timestamptz[], $18::bool[],
-                $19::bytea[])
-        AS q(coin_id, symbol, name, price, market_cap, market_cap_rank,
+    FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[], $8::numeric[],
+                $9::int[], $10::numeric[], $11::numeric[], $12::numeric[], $13::numeric[],
+                $14::numeric[], $15::numeric[], $16::numeric[], $17::numeric[],
+                $18::timestamptz[], $19::bool[])
+        AS q(coin_id, symbol, name, image, price, market_cap, market_cap_rank,
              total_volume, high_24h, low_24h, price_change_24h, price_change_percentage_24h,
-             circulating_supply, total_supply, max_supply, source_updated_at, recordable, coin_key)
+             circulating_supply, total_supply, max_supply, source_updated_at, recordable)
 ),
 clock AS (SELECT coalesce($20::timestamptz, now()) AS as_of),
+-- The dimension: a key for each coin never seen before (runs are serialised by the run lock, so
+-- no other run adds the same id meanwhile). A known coin is touched only when it brings news, a
+-- new description or a new last_updated, so that an identical answer rewrites no row.
+new_coins AS (
+    INSERT INTO coins (coin_id, symbol, name, image, first_seen_at, last_seen_at)
+    SELECT i.coin_id, i.symbol, i.name, i.image, clock.as_of, clock.as_of
+    FROM incoming i, clock
+    WHERE NOT EXISTS (SELECT FROM coins c WHERE c.coin_id = i.coin_id)
+    RETURNING coin_id, coin_key
+),
+seen_coins AS (
+    UPDATE coins c
+    SET symbol = i.symbol, name = i.name, image = i.image,
+        last_seen_at = greatest(c.last_seen_at, clock.as_of)
+    FROM incoming i, clock
+    WHERE c.coin_id = i.coin_id
+      AND ((c.symbol, c.name, c.image) IS DISTINCT FROM (i.symbol, i.name, i.image)
+           OR NOT EXISTS (SELECT FROM quotes q
+                          WHERE q.vs_currency = $2 AND q.coin_key = c.coin_key
+                            AND q.source_updated_at IS NOT DISTINCT FROM i.source_updated_at))
+),
+keyed AS (
+    SELECT i.*, coalesce(c.coin_key, n.coin_key) AS coin_key
+    FROM incoming i
+    LEFT JOIN coins c ON c.coin_id = i.coin_id
+    LEFT JOIN new_coins n ON n.coin_id = i.coin_id
+),
 history AS (
-    INSERT INTO price_history
-        (coin_id, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
-    SELECT coin_id, $2, price, market_cap, total_volume, coalesce(source_updated_at, as_of), as_of, $1
-    FROM incoming, clock
-    WHERE recordable
-    ON CONFLICT (coin_key(coin_id), vs_currency, source_updated_at) DO NOTHING
-    RETURNING coin_id
+    INSERT INTO price_points
+        (source_updated_at, recorded_at, run_id, coin_key, vs_currency, price, market_cap, total_volume)
+    SELECT coalesce(k.source_updated_at, clock.as_of), clock.as_of, $1, k.coin_key, $2, k.price,
+           k.market_cap, k.total_volume
+    FROM keyed k, clock
+    WHERE k.recordable
+    ON CONFLICT (coin_key, vs_currency, source_updated_at) DO NOTHING
+    RETURNING coin_key
 ),
 upserted AS (
-    INSERT INTO current_prices AS cur
-        (coin_id, vs_currency, symbol, name, price, market_cap, market_cap_rank,
-         total_volume, high_24h, low_24h, price_change_24h, price_change_percentage_24h,
-         circulating_supply, total_supply, max_supply, source_updated_at,
-         first_seen_at, last_changed_at, recorded_price, recorded_at, coin_key)
-    SELECT i.coin_id, $2, i.symbol, i.name, i.price, i.market_cap, i.market_cap_rank,
-           i.total_volume, i.high_24h, i.low_24h, i.price_change_24h, i.price_change_percentage_24h,
-           i.circulating_supply, i.total_supply, i.max_supply, i.source_updated_at,
-           clock.as_of, clock.as_of,
-           CASE WHEN h.coin_id IS NOT NULL THEN i.price END,
-           CASE WHEN h.coin_id IS NOT NULL THEN clock.as_of END,
-           i.coin_key
-    FROM incoming i
+    INSERT INTO quotes AS cur
+        (vs_currency, coin_key, price, market_cap, market_cap_rank, total_volume, high_24h, low_24h,
+         price_change_24h, price_change_percentage_24h, circulating_supply, total_supply,
+         max_supply, source_updated_at, first_seen_at, last_changed_at, recorded_price, recorded_at)
+    SELECT $2, k.coin_key, k.price, k.market_cap, k.market_cap_rank, k.total_volume, k.high_24h,
+           k.low_24h, k.price_change_24h, k.price_change_percentage_24h, k.circulating_supply,
+           k.total_supply, k.max_supply, k.source_updated_at, clock.as_of, clock.as_of,
+           CASE WHEN h.coin_key IS NOT NULL THEN k.price END,
+           CASE WHEN h.coin_key IS NOT NULL THEN clock.as_of END
+    FROM keyed k
     CROSS JOIN clock
-    LEFT JOIN history h ON h.coin_id = i.coin_id
-    ON CONFLICT (coin_key, vs_currency) DO UPDATE SET
-        symbol = excluded.symbol,
-        name = excluded.name,
+    LEFT JOIN history h ON h.coin_key = k.coin_key
+    ON CONFLICT (vs_currency, coin_key) DO UPDATE SET
         price = excluded.price,
         market_cap = excluded.market_cap,
         market_cap_rank = excluded.market_cap_rank,
@@ -53,16 +76,14 @@ upserted AS (
         recorded_price = coalesce(excluded.recorded_price, cur.recorded_price),
         recorded_at = coalesce(excluded.recorded_at, cur.recorded_at)
     WHERE excluded.recorded_price IS NOT NULL
-       OR (cur.symbol, cur.name, cur.price, cur.market_cap, cur.market_cap_rank,
-           cur.total_volume, cur.high_24h, cur.low_24h, cur.price_change_24h,
-           cur.price_change_percentage_24h, cur.circulating_supply, cur.total_supply,
-           cur.max_supply, cur.source_updated_at)
+       OR (cur.price, cur.market_cap, cur.market_cap_rank, cur.total_volume, cur.high_24h,
+           cur.low_24h, cur.price_change_24h, cur.price_change_percentage_24h,
+           cur.circulating_supply, cur.total_supply, cur.max_supply, cur.source_updated_at)
           IS DISTINCT FROM
-          (excluded.symbol, excluded.name, excluded.price, excluded.market_cap,
-           excluded.market_cap_rank, excluded.total_volume, excluded.high_24h, excluded.low_24h,
-           excluded.price_change_24h, excluded.price_change_percentage_24h,
-           excluded.circulating_supply, excluded.total_supply, excluded.max_supply,
-           excluded.source_updated_at)
+          (excluded.price, excluded.market_cap, excluded.market_cap_rank, excluded.total_volume,
+           excluded.high_24h, excluded.low_24h, excluded.price_change_24h,
+           excluded.price_change_percentage_24h, excluded.circulating_supply,
+           excluded.total_supply, excluded.max_supply, excluded.source_updated_at)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM history), (SELECT count(*) FROM upserted)

@@ -101,6 +101,11 @@ pub struct TestApp {
 
 /// A fresh, migrated database and an empty CoinGecko stub.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_migrated_to(None).await
+}
+
+/// A fresh database migrated up to `version` (all migrations when `None`), and an empty stub.
+pub async fn spawn_app_migrated_to(version: Option<i32>) -> TestApp {
     let database = fresh_database().await;
     let database_url = database.url.clone();
     let db = connect(&database_url).await;
@@ -121,7 +126,11 @@ pub async fn spawn_app() -> TestApp {
         env,
         database,
     };
-    app.store().await.migrate().await.expect("migrating");
+    app.store()
+        .await
+        .migrate_to(version.map(Into::into))
+        .await
+        .expect("migrating");
     app
 }
 
@@ -315,12 +324,15 @@ impl TestApp {
             .collect()
     }
 
-    /// A fingerprint of every row of the price tables, to prove that nothing changed.
+    /// A fingerprint of every row of the price tables, to prove that nothing changed: the coins
+    /// and the latest prices with their row versions (`xmin`), then the history.
     pub async fn price_tables(&self) -> (Vec<String>, Vec<String>) {
         (
             column(
                 &self.db,
-                "SELECT (c.*, c.xmin)::text FROM current_prices c ORDER BY coin_id",
+                "SELECT * FROM (SELECT (c.*, c.xmin)::text FROM coins c ORDER BY coin_key) c
+                 UNION ALL
+                 SELECT * FROM (SELECT (q.*, q.xmin)::text FROM quotes q ORDER BY vs_currency, coin_key) q",
             )
             .await,
             column(

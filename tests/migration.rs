@@ -1,0 +1,193 @@
+//! V6 moves a V5 database to the coin dimension: every row of every table and view reads the same
+//! afterwards, the grants and the append-only rule carry over, and the next run continues the
+//! CDC streams where they stood.
+
+mod common;
+
+use common::{coin, column, incompressible_text, page, spawn_app_migrated_to, TestApp};
+
+const RUN: &str = "00000000-0000-7000-8000-000000000001";
+
+/// V5's rows, written as V5's ingest wrote them: ids of any length, two currencies, history over
+/// two months.
+async fn fill_v5(app: &TestApp, long_id: &str) {
+    app.db
+        .execute(
+            "INSERT INTO ingest_runs (run_id, status, finished_at) VALUES ($1::text::uuid, 'succeeded', '2024-10-02Z')",
+            &[&RUN],
+        )
+        .await
+        .unwrap();
+    let ids = ["bitcoin", "ethereum", "ünïcode-☃", long_id];
+    app.db
+        .execute(
+            "INSERT INTO current_prices
+                 (coin_id, vs_currency, symbol, name, price, market_cap, market_cap_rank, total_volume,
+                  high_24h, low_24h, price_change_24h, price_change_percentage_24h, circulating_supply,
+                  total_supply, max_supply, source_updated_at, first_seen_at, last_changed_at,
+                  recorded_price, recorded_at, coin_key)
+             SELECT id, vs, 'sym' || n, 'Name ' || n, 100.5 * n, 1e12 / n, n, 12345.678, 101 * n,
+                    99 * n, -0.25, -1.23456789012345678901, 19e6, 21e6, NULL,
+                    '2024-10-01 12:00Z', '2024-09-01Z'::timestamptz + n * interval '1 hour',
+                    '2024-10-01 12:05Z', 100 * n, '2024-10-01 12:05Z', coin_key(id)
+             FROM unnest($1::text[]) WITH ORDINALITY AS i(id, n), unnest('{usd,eur}'::text[]) AS vs",
+            &[&ids.as_slice()],
+        )
+        .await
+        .unwrap();
+    app.db
+        .execute(
+            "SELECT price_history_make_partitions('{2024-09-15Z,2024-10-15Z}')",
+            &[],
+        )
+        .await
+        .unwrap();
+    app.db
+        .execute(
+            "INSERT INTO price_history
+                 (coin_id, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
+             SELECT id, vs, 90 * n + day, CASE WHEN day % 2 = 0 THEN 1e9 END, 0.000000001 * day,
+                    '2024-09-01Z'::timestamptz + day * interval '1 day' + n * interval '1 minute',
+                    '2024-10-01 12:05Z', $2::text::uuid
+             FROM unnest($1::text[]) WITH ORDINALITY AS i(id, n), unnest('{usd,eur}'::text[]) AS vs,
+                  generate_series(0, 40) AS day",
+            &[&ids.as_slice(), &RUN],
+        )
+        .await
+        .unwrap();
+}
+
+/// Every row of what analysts read, as text, in a fixed order.
+async fn everything(app: &TestApp) -> Vec<Vec<String>> {
+    let mut all = Vec::new();
+    for (relation, order) in [
+        ("current_prices", "coin_id, vs_currency"),
+        ("price_history", "coin_id, vs_currency, source_updated_at"),
+        ("latest_prices", "coin_id, vs_currency"),
+        ("price_changes", "coin_id, vs_currency, source_updated_at"),
+        ("price_ohlc_hourly", "coin_id, vs_currency, bucket"),
+        ("price_ohlc_daily", "coin_id, vs_currency, bucket"),
+    ] {
+        // current_prices.coin_key was the id's digest and is now the dimension's key.
+        let row = if relation == "current_prices" {
+            "(r.coin_id, r.vs_currency, r.symbol, r.name, r.price, r.market_cap, r.market_cap_rank,
+              r.total_volume, r.high_24h, r.low_24h, r.price_change_24h, r.price_change_percentage_24h,
+              r.circulating_supply, r.total_supply, r.max_supply, r.source_updated_at,
+              r.first_seen_at, r.last_changed_at, r.recorded_price, r.recorded_at)"
+        } else {
+            "r"
+        };
+        let rows = column::<String>(
+            &app.db,
+            &format!("SELECT {row}::text FROM {relation} r ORDER BY {order}"),
+        )
+        .await;
+        assert!(!rows.is_empty(), "{relation} has rows to compare");
+        all.push(rows);
+    }
+    all
+}
+
+#[tokio::test]
+async fn v6_keeps_every_row_the_views_the_grants_and_the_append_only_rule() {
+    let app = spawn_app_migrated_to(Some(5)).await;
+    let long_id = incompressible_text(10 * 1024);
+    fill_v5(&app, &long_id).await;
+    let reader = app.database.role_name("cdc_reader");
+    let ingest = app.database.role_name("ingest");
+    // Generated role names: DDL takes no parameters. The ingest's grants are V5's ingest-role.sql.
+    app.db
+        .batch_execute(&format!(
+            "CREATE ROLE {reader};
+             GRANT SELECT ON current_prices, price_history, latest_prices, price_changes TO {reader};
+             CREATE ROLE {ingest};
+             GRANT SELECT, INSERT, UPDATE ON current_prices TO {ingest};
+             GRANT SELECT, INSERT ON price_history TO {ingest};"
+        ))
+        .await
+        .unwrap();
+    let before = everything(&app).await;
+
+    let applied = app.store().await.migrate().await.unwrap();
+
+    assert_eq!(applied, ["V6__coin_dimension"]);
+    assert_eq!(everything(&app).await, before, "every row reads the same");
+    assert_eq!(before[1].len(), 4 * 2 * 41);
+    let coins = column::<String>(&app.db, "SELECT coin_id FROM coins ORDER BY coin_key").await;
+    assert_eq!(
+        coins,
+        ["bitcoin", "ethereum", "ünïcode-☃", long_id.as_str()],
+        "one row per id, stored verbatim, keyed in order of first sighting"
+    );
+
+    for (role, relation, privilege, expected) in [
+        (&reader, "current_prices", "SELECT", true),
+        (&reader, "price_history", "SELECT", true),
+        (&reader, "latest_prices", "SELECT", true),
+        (&reader, "price_changes", "SELECT", true),
+        (&reader, "price_points", "SELECT", true),
+        (&reader, "price_points", "INSERT", false),
+        (&ingest, "coins", "UPDATE", true),
+        (&ingest, "quotes", "UPDATE", true),
+        (&ingest, "price_points", "INSERT", true),
+        (&ingest, "price_points", "UPDATE", false),
+        (&ingest, "price_points", "DELETE", false),
+    ] {
+        let sql = format!("SELECT has_table_privilege('{role}', '{relation}', '{privilege}')");
+        let has: bool = app.db.query_one(&sql, &[]).await.unwrap().get(0);
+        assert_eq!(has, expected, "{role} {privilege} on {relation}");
+    }
+    for statement in [
+        "UPDATE price_points SET price = 0",
+        "DELETE FROM price_history",
+        "TRUNCATE price_points",
+    ] {
+        let error = app.db.batch_execute(statement).await.unwrap_err();
+        let code = error.as_db_error().map(|db| db.code().code().to_string());
+        assert_eq!(code.as_deref(), Some("42501"), "{statement}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn the_first_run_after_v6_continues_each_stream_from_its_v5_reference() {
+    let app = spawn_app_migrated_to(Some(5)).await;
+    let long_id = incompressible_text(10 * 1024);
+    fill_v5(&app, &long_id).await;
+    app.store().await.migrate().await.unwrap();
+
+    // bitcoin's usd reference is 100 (V5's recorded_price); the long id's is 400.
+    app.serve(&[page(&[
+        coin("bitcoin", "100.4", "2024-10-02T00:00:00.000Z"),
+        coin(&long_id, "402.5", "2024-10-02T00:00:00.000Z"),
+    ])])
+    .await;
+    let summary = app.run().await;
+
+    assert_eq!(summary.history_inserted, 1, "{summary:?}");
+    let recorded = column::<String>(
+        &app.db,
+        "SELECT recorded_price::text FROM current_prices
+         WHERE vs_currency = 'usd' AND coin_id IN ('bitcoin', 'ethereum') ORDER BY coin_id",
+    )
+    .await;
+    assert_eq!(
+        recorded,
+        ["100", "200"],
+        "bitcoin moved 0.4 %: not recorded"
+    );
+    let long: String = app
+        .db
+        .query_one(
+            "SELECT recorded_price::text FROM current_prices WHERE vs_currency = 'usd' AND coin_id = $1",
+            &[&long_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        long, "402.5",
+        "the long id moved 0.625 % from 400: recorded"
+    );
+    let keys = column::<i64>(&app.db, "SELECT count(*) FROM coins").await;
+    assert_eq!(keys, [4], "no coin keyed twice");
+}
