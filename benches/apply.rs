@@ -370,7 +370,7 @@ async fn run_ours(config: &Config, db_url: &str, wire: &WireCounts) -> Result<Ou
     let finish_started = Instant::now();
     let counts = ingest::counts(&market, written, pages.len());
     let millis = started.elapsed().as_millis() as u64;
-    let summary = Summary::succeeded(run_id.to_string(), None, vs.into(), counts, millis);
+    let summary = Summary::succeeded(run_id, None, vs.into(), counts, millis);
     apply.finish(run_id, &summary).await?;
     let at_end = wire.read();
     Ok(Ours {

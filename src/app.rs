@@ -7,10 +7,11 @@
 use std::time::Duration;
 
 use tokio::sync::Mutex;
+use uuid::Uuid;
 
 use crate::config::Config;
 use crate::database::{ConnectError, Database};
-use crate::ingest::{Ingest, RunError, Source};
+use crate::ingest::{Ingest, Outcome, RunError, Source};
 use crate::replay::RecordedAnswer;
 use crate::secrets::{parse_api_key, SecretSource};
 use crate::store::{Store, StoreError};
@@ -78,25 +79,40 @@ impl<S: SecretSource> App<S> {
     ) -> Result<Summary, AppError> {
         let mut guard = self.store.lock().await;
         let (slot, migrated) = &mut *guard;
-        let store = match slot.take() {
-            Some(store) if store.is_alive().await => slot.insert(store),
-            _ => slot.insert(self.database.connect().await?),
-        };
+        let store = self.warm(slot).await?;
         if self.auto_migrate && !*migrated {
             store.migrate().await?;
             *migrated = true;
         }
-        match self.ingest.run(store, trigger_id, source).await {
-            Err(RunError::Unrecorded { run_id, error }) => {
-                // The connection died with the run: record the failure on a new one, which the
-                // next run then uses.
-                let fresh = slot.insert(self.database.connect().await?);
-                if let Err(e) = fresh.fail_run(run_id, &error.to_string()).await {
+        match self.ingest.run(store, trigger_id, source).await? {
+            Outcome::Finished(summary) => Ok(summary),
+            Outcome::Failed { run_id, error } => {
+                self.record_failure(slot, run_id, &error).await;
+                Err(AppError::Run(error))
+            }
+        }
+    }
+
+    /// The warm connection, or a new one in its place when it has died.
+    async fn warm<'a>(&self, slot: &'a mut Option<Store>) -> Result<&'a mut Store, ConnectError> {
+        Ok(match slot.take() {
+            Some(store) if store.is_alive().await => slot.insert(store),
+            _ => slot.insert(self.database.connect().await?),
+        })
+    }
+
+    /// Marks a started run failed, on a new connection when the run's died with it. The run's
+    /// error is what the caller sees: a failure to record it is only logged.
+    async fn record_failure(&self, slot: &mut Option<Store>, run_id: Uuid, error: &RunError) {
+        match self.warm(slot).await {
+            Ok(store) => {
+                if let Err(e) = store.fail_run(run_id, &error.to_string()).await {
                     tracing::warn!(%run_id, error = %e, "could not record the failure");
                 }
-                Err(AppError::Run(*error))
             }
-            outcome => Ok(outcome?),
+            Err(e) => {
+                tracing::warn!(%run_id, error = %e, "could not reconnect to record the failure")
+            }
         }
     }
 

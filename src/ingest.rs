@@ -29,19 +29,18 @@ pub enum RunError {
         recorded_at: DateTime<Utc>,
         held: DateTime<Utc>,
     },
-    /// The run failed and its connection with it, so the failure is not in `ingest_runs` yet.
-    #[error("{error}")]
-    Unrecorded { run_id: Uuid, error: Box<RunError> },
 }
 
-impl RunError {
-    /// The failure itself, whether or not it could be recorded.
-    pub fn cause(&self) -> &RunError {
-        match self {
-            RunError::Unrecorded { error, .. } => error.cause(),
-            other => other,
-        }
-    }
+/// How a run that started (has its `running` row in `ingest_runs`) ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Finished(Summary),
+    /// Nothing reached the price tables. The failure is not recorded yet: the caller does it, as
+    /// it can reach the database again when the run's connection died with the run.
+    Failed {
+        run_id: Uuid,
+        error: RunError,
+    },
 }
 
 /// Where a run's coins come from.
@@ -79,42 +78,39 @@ impl Ingest {
         self.coingecko.expected_pages()
     }
 
-    /// One run. A failed run writes nothing to the price tables and is recorded as failed.
+    /// One run. A failed run writes nothing to the price tables; an `Err` is a run that could not
+    /// start (its trigger not looked up, its row not written), so there is nothing to record.
     pub async fn run(
         &self,
         store: &mut Store,
         trigger_id: Option<String>,
         source: Source<'_>,
-    ) -> Result<Summary, RunError> {
+    ) -> Result<Outcome, RunError> {
         let started = Instant::now();
         if let Some(trigger) = &trigger_id {
             if let Some(done) = store.succeeded_summary(trigger).await? {
                 tracing::info!(trigger_id = %trigger, run_id = %done.run_id, "this trigger already succeeded: nothing to do");
-                return Ok(done.into_duplicate());
+                return Ok(Outcome::Finished(done.into_duplicate()));
             }
         }
         let run_id = Uuid::now_v7();
         store.start_run(run_id, trigger_id.as_deref()).await?;
-        let outcome = self
+        match self
             .fetch_and_apply(store, run_id, trigger_id, started, source)
-            .await;
-        match &outcome {
-            Ok(summary) => tracing::info!(
-                summary = %serde_json::to_string(summary).unwrap_or_default(),
-                "run finished"
-            ),
+            .await
+        {
+            Ok(summary) => {
+                tracing::info!(
+                    summary = %serde_json::to_string(&summary).unwrap_or_default(),
+                    "run finished"
+                );
+                Ok(Outcome::Finished(summary))
+            }
             Err(error) => {
                 tracing::error!(%run_id, error = %error, "run failed");
-                if let Err(e) = store.fail_run(run_id, &error.to_string()).await {
-                    tracing::warn!(%run_id, error = %e, "could not record the failure on this connection");
-                    return Err(RunError::Unrecorded {
-                        run_id,
-                        error: Box::new(outcome.unwrap_err()),
-                    });
-                }
+                Ok(Outcome::Failed { run_id, error })
             }
         }
-        outcome
     }
 
     async fn fetch_and_apply(
@@ -195,7 +191,7 @@ impl Ingest {
 
         let counts = counts(market, written, pages.len());
         let summary = Summary::succeeded(
-            run_id.to_string(),
+            run_id,
             trigger_id,
             vs_currency.to_string(),
             counts,

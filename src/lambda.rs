@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::app::{App, AppError};
 use crate::ingest::RunError;
 use crate::secrets::SecretSource;
-use crate::summary::{RunStatus, Summary};
+use crate::summary::{RunState, Summary};
 use crate::trigger::{self, EventError, Request};
 
 /// The function's result: the run's summary, or what a migrate request applied.
@@ -43,10 +43,8 @@ impl From<FunctionError> for Diagnostic {
             FunctionError::Event(_) => "UnrecognisedEvent",
             FunctionError::App(AppError::Connect(_)) => "DatabaseUnreachable",
             FunctionError::App(AppError::Migrate(_)) => "MigrationFailed",
-            FunctionError::App(AppError::Run(run)) => match run.cause() {
-                RunError::Fetch(_) => "CoinGeckoFailed",
-                _ => "DatabaseFailed",
-            },
+            FunctionError::App(AppError::Run(RunError::Fetch(_))) => "CoinGeckoFailed",
+            FunctionError::App(AppError::Run(_)) => "DatabaseFailed",
         };
         Diagnostic {
             error_type: error_type.into(),
@@ -87,15 +85,16 @@ fn time_left(context: &Context) -> Option<Duration> {
 /// figures, which sums would count twice; a real run counts `Duplicate` 0, so its average is the
 /// share of redeliveries.
 pub fn metrics_record(summary: &Summary, timestamp_ms: i64) -> Value {
-    let metrics: &[(&str, &str, u64)] = match summary.status {
-        RunStatus::Succeeded => &[
+    let metrics: &[(&str, &str, u64)] = if summary.status == RunState::Duplicate {
+        &[("Duplicate", "Count", 1)]
+    } else {
+        &[
             ("Fetched", "Count", summary.fetched),
             ("Rejected", "Count", summary.rejected),
             ("HistoryInserted", "Count", summary.history_inserted),
             ("Duration", "Milliseconds", summary.duration_ms),
             ("Duplicate", "Count", 0),
-        ],
-        RunStatus::Duplicate => &[("Duplicate", "Count", 1)],
+        ]
     };
     let declared: Vec<Value> = metrics
         .iter()

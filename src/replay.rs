@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::market::{parse_page, Market};
-use crate::summary::{RunStatus, Summary};
+use crate::summary::{RunState, Summary};
 
 /// Hex digits of the answer's SHA-256 kept in its trigger id: 64 bits tell answers apart.
 const DIGEST_HEX_DIGITS: usize = 16;
@@ -97,7 +97,7 @@ impl ReplaySummary {
             self.last_recorded_at
                 .map_or(recorded_at, |t| t.max(recorded_at)),
         );
-        if run.status == RunStatus::Duplicate {
+        if run.status == RunState::Duplicate {
             self.duplicate += 1;
             return;
         }
@@ -115,6 +115,7 @@ impl ReplaySummary {
 mod tests {
     use super::*;
     use crate::summary::Counts;
+    use uuid::Uuid;
 
     const ANSWER: &str = r#"[
         {"id":"bitcoin","symbol":"btc","name":"Bitcoin","current_price":42409,"last_updated":"2024-01-01T00:45:51.995Z"},
@@ -168,9 +169,9 @@ mod tests {
         }
     }
 
-    fn run(status: RunStatus, history_inserted: u64) -> Summary {
+    fn run(status: RunState, history_inserted: u64) -> Summary {
         let mut summary = Summary::succeeded(
-            "r".into(),
+            Uuid::nil(),
             None,
             "usd".into(),
             Counts {
@@ -193,9 +194,9 @@ mod tests {
                 + chrono::Duration::days(d.into())
         };
         let mut replay = ReplaySummary::default();
-        replay.add(day(1), &run(RunStatus::Succeeded, 100 - 1));
-        replay.add(day(0), &run(RunStatus::Duplicate, 7));
-        replay.add(day(2), &run(RunStatus::Succeeded, 9));
+        replay.add(day(1), &run(RunState::Succeeded, 100 - 1));
+        replay.add(day(0), &run(RunState::Duplicate, 7));
+        replay.add(day(2), &run(RunState::Succeeded, 9));
         assert_eq!(
             (replay.files, replay.succeeded, replay.duplicate),
             (3, 2, 1)

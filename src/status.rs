@@ -4,15 +4,18 @@ use chrono::{DateTime, Utc};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use serde::Serialize;
 use serde_json::Value;
+use uuid::Uuid;
+
+use crate::summary::RunState;
 
 /// One row of `ingest_runs`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
-    pub run_id: String,
+    pub run_id: Uuid,
     pub trigger_id: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    pub status: String,
+    pub status: RunState,
     pub summary: Option<Value>,
     pub error: Option<String>,
 }
@@ -95,8 +98,8 @@ pub fn exit_codes_help() -> String {
 /// What health is judged from; read apart from the runs shown, so `--limit` cannot hide it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HealthFacts {
-    /// The status of the most recent finished run (`succeeded` or `failed`), if any has finished.
-    pub last_finished_status: Option<String>,
+    /// The state of the most recent finished run, if any has finished.
+    pub last_finished_status: Option<RunState>,
     /// When the last successful run finished.
     pub last_success: Option<DateTime<Utc>>,
 }
@@ -107,9 +110,9 @@ pub fn health(
     now: DateTime<Utc>,
     max_age: Option<std::time::Duration>,
 ) -> Health {
-    match facts.last_finished_status.as_deref() {
+    match facts.last_finished_status {
         None => return Health::NoRuns,
-        Some("failed") => return Health::LastRunFailed,
+        Some(RunState::Failed) => return Health::LastRunFailed,
         Some(_) => {}
     }
     let Some(max_age) = max_age else {
@@ -154,7 +157,7 @@ pub fn table(runs: &[RunRecord]) -> String {
             .unwrap_or_default();
         table.add_row([
             run.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-            run.status.clone(),
+            run.status.as_str().to_string(),
             count("fetched"),
             count("history_inserted"),
             count("rejected"),
@@ -171,15 +174,15 @@ mod tests {
     use chrono::TimeZone;
     use std::time::Duration;
 
-    fn run(status: &str, minute: u32) -> RunRecord {
+    fn run(status: RunState, minute: u32) -> RunRecord {
         RunRecord {
-            run_id: format!("r{minute}"),
+            run_id: Uuid::from_u128(minute.into()),
             trigger_id: None,
             started_at: Utc.with_ymd_and_hms(2026, 11, 27, 15, minute, 0).unwrap(),
             finished_at: None,
-            status: status.into(),
+            status,
             summary: None,
-            error: (status == "failed").then(|| "CoinGecko page 1 failed".into()),
+            error: (status == RunState::Failed).then(|| "CoinGecko page 1 failed".into()),
         }
     }
 
@@ -187,16 +190,16 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 27, 15, minute, 0).unwrap()
     }
 
-    fn facts(last_finished: Option<&str>, last_success: Option<u32>) -> HealthFacts {
+    fn facts(last_finished: Option<RunState>, last_success: Option<u32>) -> HealthFacts {
         HealthFacts {
-            last_finished_status: last_finished.map(String::from),
+            last_finished_status: last_finished,
             last_success: last_success.map(at),
         }
     }
 
     #[test]
     fn a_failed_last_run_is_unhealthy_even_after_an_earlier_success() {
-        let failed = facts(Some("failed"), Some(0));
+        let failed = facts(Some(RunState::Failed), Some(0));
         assert_eq!(health(&failed, at(11), None), Health::LastRunFailed);
         let fifteen = Some(Duration::from_secs(15 * 60));
         assert_eq!(health(&failed, at(11), fifteen), Health::LastRunFailed);
@@ -205,7 +208,7 @@ mod tests {
 
     #[test]
     fn an_old_last_success_is_stale_only_with_a_max_age() {
-        let succeeded = facts(Some("succeeded"), Some(0));
+        let succeeded = facts(Some(RunState::Succeeded), Some(0));
         let fifteen = Some(Duration::from_secs(15 * 60));
         assert_eq!(health(&succeeded, at(15), fifteen), Health::Healthy);
         assert_eq!(health(&succeeded, at(16), fifteen), Health::Stale);
@@ -245,11 +248,11 @@ mod tests {
 
     #[test]
     fn the_table_shows_counts_and_errors() {
-        let mut ok = run("succeeded", 0);
+        let mut ok = run(RunState::Succeeded, 0);
         ok.summary = Some(
             serde_json::json!({"fetched": 250, "history_inserted": 12, "rejected": 1, "duration_ms": 1840}),
         );
-        let text = table(&[run("failed", 5), ok]);
+        let text = table(&[run(RunState::Failed, 5), ok]);
         for expected in [
             "2026-11-27 15:05:00",
             "failed",

@@ -1,31 +1,63 @@
-//! The run summary every run returns. Pure: no I/O.
+//! The run summary every run returns, and the states a run goes through. Pure: no I/O.
+
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
+/// A run's state in the ledger, `ingest_runs.status`: `running` until it ends in one of the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RunStatus {
+pub enum RunState {
+    Running,
     Succeeded,
+    Failed,
     /// A run with this trigger id had already succeeded: its summary is returned, nothing is done.
     Duplicate,
 }
 
-impl RunStatus {
+impl RunState {
+    const ALL: [RunState; 4] = [
+        RunState::Running,
+        RunState::Succeeded,
+        RunState::Failed,
+        RunState::Duplicate,
+    ];
+
     /// The name used in the summary and in `ingest_runs.status`.
     pub fn as_str(self) -> &'static str {
         match self {
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Duplicate => "duplicate",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Duplicate => "duplicate",
         }
+    }
+}
+
+/// A value of `ingest_runs.status` that names no [`RunState`]: a schema newer than this binary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ingest_runs.status holds {0:?}, a run state this binary does not know")]
+pub struct UnknownRunState(pub String);
+
+impl FromStr for RunState {
+    type Err = UnknownRunState;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        RunState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or_else(|| UnknownRunState(text.to_string()))
     }
 }
 
 /// What one run did. Always `fetched = rejected + history_inserted + unchanged`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
-    pub run_id: String,
+    pub run_id: Uuid,
     pub trigger_id: Option<String>,
-    pub status: RunStatus,
+    /// `succeeded`, or `duplicate` for a trigger that had already succeeded.
+    pub status: RunState,
     pub vs_currency: String,
     /// Distinct coins received.
     pub fetched: u64,
@@ -52,7 +84,7 @@ pub struct Counts {
 
 impl Summary {
     pub fn succeeded(
-        run_id: String,
+        run_id: Uuid,
         trigger_id: Option<String>,
         vs_currency: String,
         counts: Counts,
@@ -61,7 +93,7 @@ impl Summary {
         Self {
             run_id,
             trigger_id,
-            status: RunStatus::Succeeded,
+            status: RunState::Succeeded,
             vs_currency,
             fetched: counts.fetched,
             rejected: counts.rejected,
@@ -76,7 +108,7 @@ impl Summary {
     /// The summary to return when this run's trigger had already succeeded.
     pub fn into_duplicate(self) -> Self {
         Self {
-            status: RunStatus::Duplicate,
+            status: RunState::Duplicate,
             ..self
         }
     }
@@ -88,7 +120,7 @@ mod tests {
 
     fn summary() -> Summary {
         Summary::succeeded(
-            "r1".into(),
+            Uuid::from_u128(0x019ac6f2_0000_7000_8000_000000000001),
             Some("t1".into()),
             "usd".into(),
             Counts {
@@ -113,12 +145,8 @@ mod tests {
     fn serialises_with_the_documented_names() {
         let json = serde_json::to_value(summary().into_duplicate()).unwrap();
         assert_eq!(json["status"], "duplicate");
-        assert_eq!(RunStatus::Duplicate.as_str(), "duplicate");
-        assert_eq!(
-            serde_json::to_value(RunStatus::Succeeded).unwrap(),
-            RunStatus::Succeeded.as_str()
-        );
         assert_eq!(json["trigger_id"], "t1");
+        assert_eq!(json["run_id"], "019ac6f2-0000-7000-8000-000000000001");
         for key in [
             "run_id",
             "fetched",
@@ -131,5 +159,16 @@ mod tests {
         ] {
             assert!(json.get(key).is_some(), "{key} missing from {json}");
         }
+    }
+
+    #[test]
+    fn every_state_reads_back_from_its_name_and_an_unknown_one_is_named() {
+        for state in RunState::ALL {
+            assert_eq!(state.as_str().parse(), Ok(state));
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+        let error = "paused".parse::<RunState>().unwrap_err();
+        assert_eq!(error, UnknownRunState("paused".into()));
+        assert!(error.to_string().contains("\"paused\""), "{error}");
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use coingecko_cdc::lambda::{handle, Response};
 use coingecko_cdc::secrets::SecretsManager;
-use coingecko_cdc::summary::RunStatus;
+use coingecko_cdc::summary::RunState;
 use common::secure_postgres::SecurePostgres;
 use common::{fixture, spawn_app};
 use lambda_runtime::{Context, LambdaEvent};
@@ -45,7 +45,7 @@ async fn postgres_restarting_between_warm_invocations_is_reconnected_to() {
     let Response::Run(summary) = second.expect("the warm invocation reconnects") else {
         panic!("{{}} asks for a run");
     };
-    assert_eq!(summary.status, RunStatus::Succeeded);
+    assert_eq!(summary.status, RunState::Succeeded);
     assert!(summary.history_inserted > 50, "{summary:?}");
 }
 

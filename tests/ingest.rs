@@ -2,7 +2,7 @@
 
 mod common;
 
-use coingecko_cdc::summary::RunStatus;
+use coingecko_cdc::summary::RunState;
 use common::{coin, fixture, incompressible_text, numbered_coins, page, spawn_app};
 use futures::future::join_all;
 
@@ -16,7 +16,7 @@ async fn first_load_records_every_coin_exactly_as_written() {
 
     let summary = app.run().await;
 
-    assert_eq!(summary.status, RunStatus::Succeeded);
+    assert_eq!(summary.status, RunState::Succeeded);
     assert_eq!((summary.fetched, summary.rejected), (100, 0));
     assert_eq!(
         (
@@ -202,7 +202,7 @@ async fn two_real_days_record_the_moves_past_the_threshold() {
         .db
         .query_one(
             "SELECT count(*) FROM current_prices c JOIN price_history h USING (coin_id, vs_currency)
-             WHERE h.run_id::text = $1",
+             WHERE h.run_id = $1",
             &[&summary.run_id],
         )
         .await
@@ -522,7 +522,7 @@ async fn a_repeated_trigger_id_returns_the_first_summary_and_does_nothing() {
 
     let second = app.try_run(Some("2026-11-27T15:00:00Z")).await.unwrap();
 
-    assert_eq!(second.status, RunStatus::Duplicate);
+    assert_eq!(second.status, RunState::Duplicate);
     assert_eq!(second.run_id, first.run_id);
     assert_eq!(second.history_inserted, first.history_inserted);
     assert_eq!(app.price_tables().await, before);
@@ -532,7 +532,7 @@ async fn a_repeated_trigger_id_returns_the_first_summary_and_does_nothing() {
         "not even fetched"
     );
     let another = app.try_run(Some("2026-11-27T15:01:00Z")).await.unwrap();
-    assert_eq!(another.status, RunStatus::Succeeded);
+    assert_eq!(another.status, RunState::Succeeded);
 }
 
 #[tokio::test]
@@ -546,7 +546,7 @@ async fn a_failed_run_does_not_block_the_retry_of_its_trigger() {
 
     let retried = app.try_run(Some("t-1")).await.unwrap();
 
-    assert_eq!(retried.status, RunStatus::Succeeded);
+    assert_eq!(retried.status, RunState::Succeeded);
     let statuses: Vec<String> = common::column(
         &app.db,
         "SELECT status FROM ingest_runs WHERE trigger_id = 't-1' ORDER BY started_at",

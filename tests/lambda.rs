@@ -7,10 +7,11 @@ use std::sync::Mutex;
 
 use coingecko_cdc::lambda::{handle, metrics_record, Migrated, Response};
 use coingecko_cdc::secrets::{SecretError, SecretSource};
-use coingecko_cdc::summary::{Counts, RunStatus, Summary};
+use coingecko_cdc::summary::{Counts, RunState, Summary};
 use common::{fixture, spawn_app};
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde_json::Value;
+use uuid::Uuid;
 
 /// Secrets held in memory, counting how often each is read.
 #[derive(Default)]
@@ -90,14 +91,14 @@ async fn each_event_in_events_does_what_it_asks_and_a_redelivery_is_a_duplicate(
     for (file, trigger) in runs {
         let run = summary(handle(&function, event(file)).await.unwrap());
         assert_eq!(run.trigger_id.as_deref(), trigger, "{file}");
-        assert_eq!(run.status, RunStatus::Succeeded, "{file}");
+        assert_eq!(run.status, RunState::Succeeded, "{file}");
     }
     let again = summary(
         handle(&function, event("eventbridge-rule.json"))
             .await
             .unwrap(),
     );
-    assert_eq!(again.status, RunStatus::Duplicate);
+    assert_eq!(again.status, RunState::Duplicate);
     assert_eq!(app.count("price_history").await, 100);
     let migrated = handle(&function, event("migrate.json")).await.unwrap();
     assert_eq!(
@@ -295,12 +296,12 @@ async fn a_closed_connection_is_reopened_on_the_next_invocation() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
     let reopened = summary(handle(&function, event("manual.json")).await.unwrap());
-    assert_eq!(reopened.status, RunStatus::Succeeded);
+    assert_eq!(reopened.status, RunState::Succeeded);
 }
 
 fn a_run() -> Summary {
     Summary::succeeded(
-        "r".into(),
+        Uuid::nil(),
         Some("t".into()),
         "usd".into(),
         Counts {

@@ -16,6 +16,7 @@ use common::{page, spawn_app, TestApp};
 use futures::future::join_all;
 use proptest::prelude::*;
 use rust_decimal::Decimal;
+use uuid::Uuid;
 use wiremock::MockServer;
 
 const COINS: [&str; 5] = ["alpha", "beta", "gamma", "delta", "epsilon"];
@@ -277,9 +278,9 @@ async fn check_overlapping(
         .into_iter()
         .map(|s| s.expect("an overlapping run failed"))
         .collect();
-    let applied_in_order: Vec<String> = common::column(
+    let applied_in_order: Vec<Uuid> = common::column(
         &app.db,
-        "SELECT run_id::text FROM ingest_runs ORDER BY finished_at",
+        "SELECT run_id FROM ingest_runs ORDER BY finished_at",
     )
     .await;
     prop_assert_eq!(applied_in_order.len(), answers.len());

@@ -288,6 +288,28 @@ async fn a_database_without_runs_is_not_healthy() {
 }
 
 #[tokio::test]
+async fn a_run_state_this_binary_does_not_know_fails_the_status_naming_it() {
+    let app = spawn_app().await;
+    // As a newer schema with another state could have written.
+    app.db
+        .batch_execute(
+            "ALTER TABLE ingest_runs DROP CONSTRAINT ingest_runs_status_check;
+             INSERT INTO ingest_runs (run_id, status) VALUES (gen_random_uuid(), 'paused')",
+        )
+        .await
+        .unwrap();
+
+    let status = cli(&app, &["status"], &[]).await;
+
+    let complaint = last_stderr_line(&status);
+    assert_eq!(status.status.code(), Some(1), "not a panic: {complaint}");
+    assert!(
+        complaint.contains("ingest_runs.status holds \"paused\""),
+        "{complaint}"
+    );
+}
+
+#[tokio::test]
 async fn a_usage_mistake_exits_2_which_no_health_shares_and_help_lists_the_codes() {
     let app = spawn_app().await;
 

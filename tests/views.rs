@@ -18,7 +18,7 @@ async fn ingest(app: &TestApp, quotes: &[(&str, &str, &str)]) -> String {
         .map(|(id, price, at)| coin(id, price, at))
         .collect();
     app.serve(&[page(&coins)]).await;
-    app.run().await.run_id
+    app.run().await.run_id.to_string()
 }
 
 /// Every row of `sql`, each column as text (the query casts them), NULL as "NULL".
