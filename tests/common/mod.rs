@@ -128,7 +128,7 @@ pub async fn spawn_app_migrated_to(version: Option<i32>) -> TestApp {
     };
     app.store()
         .await
-        .migrate_to(version.map(Into::into))
+        .migrate_to(version)
         .await
         .expect("migrating");
     app
