@@ -57,7 +57,7 @@ CREATE TABLE coins (
     image         text,
     first_seen_at timestamptz NOT NULL,
     last_seen_at  timestamptz NOT NULL
-) WITH (fillfactor = 50); -- every run updates last_seen_at: room for HOT updates, as current_prices
+) WITH (fillfactor = 50); -- runs update last_seen_at hourly: room for HOT updates, as in quotes
 -- A B-tree entry is capped at 2,704 bytes, so the id's uniqueness is on its 32-byte digest; the
 -- lookups by coin_id go through a hash index, which holds 4 bytes whatever the id's length.
 CREATE UNIQUE INDEX coins_one_row_per_id ON coins (coin_id_digest(coin_id));

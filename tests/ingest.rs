@@ -782,3 +782,68 @@ async fn a_run_kept_waiting_by_an_overlapping_one_fails_clearly_within_its_bound
         "the next run catches up"
     );
 }
+
+#[tokio::test]
+async fn the_coin_dimension_keys_each_id_once_and_keeps_its_latest_description() {
+    let app = spawn_app().await;
+    let described = |name: &str, at: &str| {
+        coin("bitcoin", "100", at).replace("\"Coin bitcoin\"", &format!("\"{name}\""))
+    };
+    app.serve(&[page(&[described("Bitcoin", "2024-09-05T00:00:00.000Z")])])
+        .await;
+    app.run().await;
+    let coins = || async {
+        app.db
+            .query_one(
+                "SELECT coin_key, name, first_seen_at, last_seen_at, xmin::text FROM coins WHERE coin_id = 'bitcoin'",
+                &[],
+            )
+            .await
+            .unwrap()
+    };
+    let first = coins().await;
+
+    // A new price within the hour: the coin's row is not rewritten.
+    app.serve(&[page(&[described("Bitcoin", "2024-09-05T00:05:00.000Z")])])
+        .await;
+    app.run().await;
+    let same = coins().await;
+    assert_eq!(
+        same.get::<_, String>(4),
+        first.get::<_, String>(4),
+        "row untouched"
+    );
+
+    // A new name: kept at once, under the same key.
+    app.serve(&[page(&[described(
+        "Bitcoin (BTC)",
+        "2024-09-05T00:10:00.000Z",
+    )])])
+    .await;
+    app.run().await;
+    let renamed = coins().await;
+    assert_eq!(renamed.get::<_, i32>(0), first.get::<_, i32>(0));
+    assert_eq!(renamed.get::<_, String>(1), "Bitcoin (BTC)");
+    assert_eq!(
+        app.current("bitcoin", "name").await.as_deref(),
+        Some("Bitcoin (BTC)")
+    );
+
+    // Seen again over an hour later: last_seen_at moves, first_seen_at never does.
+    app.db
+        .batch_execute("UPDATE coins SET first_seen_at = first_seen_at - interval '2 hours', last_seen_at = last_seen_at - interval '2 hours'")
+        .await
+        .unwrap();
+    let before = coins().await;
+    app.serve(&[page(&[described(
+        "Bitcoin (BTC)",
+        "2024-09-05T00:15:00.000Z",
+    )])])
+    .await;
+    app.run().await;
+    let later = coins().await;
+    type At = chrono::DateTime<chrono::Utc>;
+    assert_eq!(later.get::<_, At>(2), before.get::<_, At>(2));
+    assert!(later.get::<_, At>(3) > before.get::<_, At>(3));
+    assert_eq!(app.count("coins").await, 1);
+}
