@@ -114,7 +114,7 @@ impl ReplaySummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::Counts;
+    use crate::summary::{Counts, Timings};
 
     const ANSWER: &str = r#"[
         {"id":"bitcoin","symbol":"btc","name":"Bitcoin","current_price":42409,"last_updated":"2024-01-01T00:45:51.995Z"},
@@ -180,7 +180,10 @@ mod tests {
                 history_inserted,
                 pages: 1,
             },
-            20,
+            Timings {
+                duration: std::time::Duration::from_millis(20),
+                ..Timings::default()
+            },
         );
         summary.status = status;
         summary
