@@ -6,36 +6,38 @@
 //! For each size, run 1 loads every coin into a template database; each sample then starts from a
 //! copy of it and measures run 2, in which one coin in ten moved +2% and every coin has a new
 //! `last_updated`:
-//! - ours: the steps of `Ingest::fetch_and_apply` through the public store API, timed one by one;
+//! - ours: a real run, `Ingest::run`, timed by the phases of its summary (`fetch_ms`, `apply_ms`,
+//!   `raw_ms`, `duration_ms`);
 //! - baseline: the per-coin design (a prepared read, then an insert and an upsert per coin);
 //! - floor: one bare INSERT of the same rows into an unindexed copy of `current_prices`;
 //! - the real `coingecko-cdc run` process: its peak RSS, and that an identical re-run writes nothing.
 //!
-//! A proxy counts the statements the client sends. Settings: `SIZES` (default `250,2500,17500`),
-//! `SAMPLES` (default 5; medians are printed), `CDC_THRESHOLD_PCT` (default 0.5), `HISTORY_ROWS`
-//! (default 0; otherwise the apply at the largest size is also measured with that many rows in
-//! `price_history`).
+//! A proxy counts the statements the client sends, and tells the apply's from the raw pages' by
+//! their text. Settings: `SIZES` (default `250,2500,17500`), `SAMPLES` (default 5; medians are
+//! printed), `CDC_THRESHOLD_PCT` (default 0.5), `HISTORY_ROWS` (default 0; otherwise the apply at
+//! the largest size is also measured with that many rows in `price_history`), `RAW_STORAGES`
+//! (default 0; 1 also compares ways of storing the raw pages at every size).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::ops::Sub;
+use std::ops::{Add, Sub};
 use std::process::Stdio;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use chrono::{TimeZone, Utc};
-use coingecko_cdc::coingecko::{CoinGeckoClient, Fetched, LogProgress, PER_PAGE};
+use coingecko_cdc::cdc;
+use coingecko_cdc::coingecko::{CoinGeckoClient, LogProgress, PER_PAGE};
 use coingecko_cdc::config::{Config, DbTls, SslMode};
-use coingecko_cdc::market::{exact_decimal, Quote};
-use coingecko_cdc::store::{Connector, Store, Written};
+use coingecko_cdc::ingest::{Ingest, Outcome, Source};
+use coingecko_cdc::market::{exact_decimal, jsonb_storable, Quote};
+use coingecko_cdc::store::{Connector, Store};
 use coingecko_cdc::summary::Summary;
-use coingecko_cdc::{cdc, ingest};
 use rust_decimal::Decimal;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -119,37 +121,104 @@ impl Sub for Wire {
     }
 }
 
-#[derive(Default)]
-struct WireCounts {
-    statements: AtomicU64,
-    round_trips: AtomicU64,
-}
-
-impl WireCounts {
-    fn read(&self) -> Wire {
+impl Add for Wire {
+    type Output = Wire;
+    fn add(self, other: Wire) -> Wire {
         Wire {
-            statements: self.statements.load(Ordering::SeqCst),
-            round_trips: self.round_trips.load(Ordering::SeqCst),
+            statements: self.statements + other.statements,
+            round_trips: self.round_trips + other.round_trips,
         }
     }
 }
 
+/// Where a statement falls in a run, told from its text and whether a transaction is open.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    /// In the transaction, from its BEGIN to its COMMIT, except the raw pages.
+    Apply,
+    /// Statements on `raw_pages`: pruning and storing.
+    Raw,
+    /// Outside any transaction, such as the row that opens a run in `ingest_runs`.
+    Outside,
+}
+
+/// The wire, part by part.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    apply: Wire,
+    raw: Wire,
+    outside: Wire,
+}
+
+impl Tally {
+    fn total(self) -> Wire {
+        self.apply + self.raw + self.outside
+    }
+
+    fn count(&mut self, part: Part, statement: bool) {
+        let wire = match part {
+            Part::Apply => &mut self.apply,
+            Part::Raw => &mut self.raw,
+            Part::Outside => &mut self.outside,
+        };
+        wire.statements += statement as u64;
+        wire.round_trips += 1;
+    }
+}
+
+impl Sub for Tally {
+    type Output = Tally;
+    fn sub(self, earlier: Tally) -> Tally {
+        Tally {
+            apply: self.apply - earlier.apply,
+            raw: self.raw - earlier.raw,
+            outside: self.outside - earlier.outside,
+        }
+    }
+}
+
+#[derive(Default)]
+struct WireCounts(Mutex<Tally>);
+
+impl WireCounts {
+    fn read(&self) -> Tally {
+        *self.0.lock().unwrap()
+    }
+
+    fn count(&self, part: Part, statement: bool) {
+        self.0.lock().unwrap().count(part, statement);
+    }
+}
+
 /// Splits the client's stream into messages: first the startup packet (length, no type byte),
-/// then type byte + length. Only headers are kept; bodies are skipped as they stream past.
+/// then type byte + length. Only the bodies that carry SQL text ('Q' and 'P') are kept; the
+/// others are skipped as they stream past.
 #[derive(Default)]
 struct FrontendParser {
     started: bool,
     header: Vec<u8>,
-    skip: usize,
+    kind: u8,
+    body: Vec<u8>,
+    remaining: usize,
+    in_transaction: bool,
+    /// The part of the statement parsed last. Every statement of a run is sent as text and
+    /// parsed just before it is executed, so the next 'E' runs it.
+    parsed: Option<Part>,
 }
 
 impl FrontendParser {
     fn feed(&mut self, mut bytes: &[u8], counts: &WireCounts) {
         while !bytes.is_empty() {
-            if self.skip > 0 {
-                let n = self.skip.min(bytes.len());
-                self.skip -= n;
+            if self.remaining > 0 {
+                let n = self.remaining.min(bytes.len());
+                if matches!(self.kind, b'Q' | b'P') {
+                    self.body.extend_from_slice(&bytes[..n]);
+                }
+                self.remaining -= n;
                 bytes = &bytes[n..];
+                if self.remaining == 0 {
+                    self.message(counts);
+                }
                 continue;
             }
             let header_len = if self.started { 5 } else { 4 };
@@ -160,18 +229,53 @@ impl FrontendParser {
                 return;
             }
             let length = &self.header[header_len - 4..];
-            self.skip = u32::from_be_bytes(length.try_into().unwrap()) as usize - 4;
-            if self.started {
-                let kind = self.header[0];
-                if matches!(kind, b'Q' | b'E') {
-                    counts.statements.fetch_add(1, Ordering::SeqCst);
-                }
-                if matches!(kind, b'Q' | b'E' | b'P') {
-                    counts.round_trips.fetch_add(1, Ordering::SeqCst);
-                }
-            }
+            self.remaining = u32::from_be_bytes(length.try_into().unwrap()) as usize - 4;
+            // The startup packet has no type: 0 stands for it.
+            self.kind = if self.started { self.header[0] } else { 0 };
             self.started = true;
             self.header.clear();
+            if self.remaining == 0 {
+                self.message(counts);
+            }
+        }
+    }
+
+    /// One whole message: `kind` and, for 'Q' and 'P', its `body`.
+    fn message(&mut self, counts: &WireCounts) {
+        let body = std::mem::take(&mut self.body);
+        // 'Q': the query; 'P': the statement's name, then the query. Both end with a NUL.
+        let mut texts = body.split(|&b| b == 0).map(String::from_utf8_lossy);
+        match self.kind {
+            b'Q' => {
+                let part = self.part_of(&texts.next().unwrap_or_default());
+                counts.count(part, true);
+            }
+            b'P' => {
+                let part = self.part_of(&texts.nth(1).unwrap_or_default());
+                self.parsed = Some(part);
+                counts.count(part, false);
+            }
+            b'E' => counts.count(self.parsed.unwrap_or(Part::Outside), true),
+            _ => {}
+        }
+    }
+
+    fn part_of(&mut self, sql: &str) -> Part {
+        let first_word = sql.split_whitespace().next().unwrap_or_default();
+        match first_word.to_ascii_uppercase().as_str() {
+            "BEGIN" | "START" => self.in_transaction = true,
+            "COMMIT" | "ROLLBACK" | "END" => {
+                self.in_transaction = false;
+                return Part::Apply;
+            }
+            _ => {}
+        }
+        if sql.contains("raw_pages") {
+            Part::Raw
+        } else if self.in_transaction {
+            Part::Apply
+        } else {
+            Part::Outside
         }
     }
 }
@@ -315,73 +419,37 @@ fn settings(stub: &MockServer, coins: usize) -> HashMap<String, String> {
 }
 
 struct Ours {
-    fetch: Duration,
-    apply: Duration,
-    write_prices: Duration,
-    raw_pages: Duration,
-    apply_wire: Wire,
-    raw_wire: Wire,
-    run_wire: Wire,
-    written: Written,
+    summary: Summary,
+    wire: Tally,
 }
 
-/// One run as `Ingest::fetch_and_apply` (src/ingest.rs) does it, step by step; the raw pages,
-/// stored in the same transaction, are timed apart from the apply of the price tables.
-async fn run_ours(config: &Config, db_url: &str, wire: &WireCounts) -> Result<Ours> {
+impl Ours {
+    fn fetch(&self) -> Duration {
+        Duration::from_millis(self.summary.fetch_ms)
+    }
+    fn apply(&self) -> Duration {
+        Duration::from_millis(self.summary.apply_ms)
+    }
+    fn raw(&self) -> Duration {
+        Duration::from_millis(self.summary.raw_ms)
+    }
+    fn duration(&self) -> Duration {
+        Duration::from_millis(self.summary.duration_ms)
+    }
+}
+
+/// One real run, `Ingest::run` as the command line and the Lambda call it, timed by its summary.
+async fn real_run(ingest: &Ingest, db_url: &str, wire: &WireCounts) -> Result<Ours> {
     let mut store = connect_store(db_url).await?;
-    let coingecko = CoinGeckoClient::new(config.coingecko.clone())?;
-    let settings = &config.ingest;
-    let started = Instant::now();
-    let Fetched { market, pages } = coingecko.fetch(&LogProgress, None).await?;
-    let fetch = started.elapsed();
-    let vs = coingecko.vs_currency();
-    let quotes: Vec<&Quote> = market.quotes().collect();
-    let coin_ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
-
-    let at_start = wire.read();
-    let run_id = Uuid::now_v7();
-    store.start_run(run_id, None).await?;
-    let at_apply = wire.read();
-    let apply_started = Instant::now();
-    let (lock_timeout, statement_timeout) = (settings.lock_timeout, settings.statement_timeout);
-    let apply = store.begin_apply(lock_timeout, statement_timeout).await?;
-    let recorded = apply.recorded_prices(vs, &coin_ids).await?;
-    let recordable: Vec<bool> = quotes
-        .iter()
-        .map(|q| {
-            let last = recorded.get(&q.coin_id).copied();
-            cdc::is_recordable(q.price, last, settings.threshold_pct)
-        })
-        .collect();
-    let write_started = Instant::now();
-    let written = apply
-        .write_prices(run_id, vs, &quotes, &recordable, None)
-        .await?;
-    let write_prices = write_started.elapsed();
-    let apply_before_raw = apply_started.elapsed();
-
-    let at_raw = wire.read();
-    let raw_started = Instant::now();
-    apply.prune_raw_pages(settings.raw_retention_days).await?;
-    apply.store_raw_pages(run_id, &pages).await?;
-    let raw_pages = raw_started.elapsed();
-
-    let raw_wire = wire.read() - at_raw;
-    let finish_started = Instant::now();
-    let counts = ingest::counts(&market, written, pages.len());
-    let millis = started.elapsed().as_millis() as u64;
-    let summary = Summary::succeeded(run_id, None, vs.into(), counts, millis);
-    apply.finish(run_id, &summary).await?;
-    let at_end = wire.read();
+    let before = wire.read();
+    let live = Source::Live { time_left: None };
+    let summary = match ingest.run(&mut store, None, live).await? {
+        Outcome::Finished(summary) => summary,
+        Outcome::Failed { error, .. } => return Err(error.into()),
+    };
     Ok(Ours {
-        fetch,
-        apply: apply_before_raw + finish_started.elapsed(),
-        write_prices,
-        raw_pages,
-        apply_wire: (at_end - at_apply) - raw_wire,
-        raw_wire,
-        run_wire: at_end - at_start,
-        written,
+        summary,
+        wire: wire.read() - before,
     })
 }
 
@@ -510,7 +578,7 @@ async fn run_baseline(
     tx.commit().await?;
     Ok(Baseline {
         apply: started.elapsed(),
-        wire: wire.read() - at_start,
+        wire: (wire.read() - at_start).total(),
         history_inserted,
     })
 }
@@ -558,7 +626,7 @@ async fn run_floor(
         arrays.len() + 2
     );
     client.execute(&sql, &params).await?;
-    Ok((started.elapsed(), wire.read() - at_start))
+    Ok((started.elapsed(), (wire.read() - at_start).total()))
 }
 
 struct CliRun {
@@ -703,6 +771,8 @@ struct Bench {
     stub: MockServer,
     recorded: Vec<CoinObject>,
     samples: usize,
+    /// Whether to compare the ways of storing the raw pages (`RAW_STORAGES`).
+    raw_storages: bool,
 }
 
 impl Bench {
@@ -732,12 +802,13 @@ impl Bench {
             .await?
             .market;
         let quotes: Vec<&Quote> = market.quotes().collect();
+        let ingest = Ingest::new(config.coingecko.clone(), config.ingest.clone())?;
 
         let (mut ours, mut baseline, mut floor) = (Vec::new(), Vec::new(), Vec::new());
         // Sample 0 goes through the counting proxy, which adds latency: its times are not used.
         for sample in 0..=self.samples {
             let db = server.create(Some(&template)).await?;
-            ours.push(run_ours(&config, &server.url(&db, sample == 0), wire).await?);
+            ours.push(real_run(&ingest, &server.url(&db, sample == 0), wire).await?);
             server.drop_database(&db).await?;
             let db = server.create(Some(&template)).await?;
             let url = server.url(&db, sample == 0);
@@ -752,13 +823,13 @@ impl Bench {
         let counted = server.url(&db, true);
         let before = wire.read();
         let steady = run_cli(&counted, &env).await?;
-        let steady_wire = wire.read() - before;
+        let steady_wire = (wire.read() - before).total();
         let reader = common::connect(&server.url(&db, false)).await;
         let (rows_before, digest_before) =
             (rows_written(&reader).await?, fingerprint(&reader).await?);
         let before = wire.read();
         let rerun = run_cli(&counted, &env).await?;
-        let rerun_wire = wire.read() - before;
+        let rerun_wire = (wire.read() - before).total();
         let rows_rewritten = rows_written(&reader).await? - rows_before;
         let unchanged = fingerprint(&reader).await? == digest_before;
         drop(reader);
@@ -766,10 +837,10 @@ impl Bench {
 
         let (ours_counted, ours) = (&ours[0], &ours[1..]);
         let (baseline_counted, baseline) = (&baseline[0], &baseline[1..]);
-        let ours_apply = median(ours.iter().map(|o| o.apply));
+        let ours_apply = median(ours.iter().map(Ours::apply));
         let baseline_apply = median(baseline.iter().map(|b| b.apply));
         let floor_insert = median(floor[1..].iter().map(|f| f.0));
-        let written = ours_counted.written;
+        let written = &ours_counted.summary;
         ensure!(
             baseline_counted.history_inserted == written.history_inserted,
             "the baseline recorded {} changes, ours {}",
@@ -783,26 +854,17 @@ impl Bench {
             "{:<38}{:>12}{:>12}{:>13}{:>14}",
             "", "median", "statements", "round trips", "at 1 ms RTT"
         );
-        let fetch = median(ours.iter().map(|o| o.fetch));
-        let write_prices = median(ours.iter().map(|o| o.write_prices));
-        let raw_pages = median(ours.iter().map(|o| o.raw_pages));
-        let (oc, bc) = (ours_counted, baseline_counted);
-        line("ours: fetch + parse (stub)", Some(fetch), None);
+        let (oc, bc) = (&ours_counted.wire, baseline_counted);
+        let fetch = median(ours.iter().map(Ours::fetch));
+        line("ours: fetch_ms (stub)", Some(fetch), None);
+        line("ours: apply_ms", Some(ours_apply), Some(oc.apply));
+        let raw = median(ours.iter().map(Ours::raw));
+        line("ours: raw_ms (prune + store)", Some(raw), Some(oc.raw));
+        let whole = median(ours.iter().map(Ours::duration));
         line(
-            "ours: apply of the price tables",
-            Some(ours_apply),
-            Some(oc.apply_wire),
-        );
-        line("ours:   of which write_prices", Some(write_prices), None);
-        line(
-            "ours: raw pages (prune + store)",
-            Some(raw_pages),
-            Some(oc.raw_wire),
-        );
-        line(
-            "ours: whole run (start_run..commit)",
-            None,
-            Some(oc.run_wire),
+            "ours: duration_ms (whole run)",
+            Some(whole),
+            Some(oc.total()),
         );
         line(
             "baseline: per-coin apply",
@@ -822,7 +884,7 @@ impl Bench {
             quotes.len()
         );
         let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-        let ours_at_1ms = at_round_trip(ours_apply, ours_counted.apply_wire);
+        let ours_at_1ms = at_round_trip(ours_apply, oc.apply);
         let baseline_at_1ms = at_round_trip(baseline_apply, baseline_counted.wire);
         println!(
             "apply: ours/baseline {:.3} (ours {:.1}x faster), ours/floor {:.2}; at 1 ms RTT ours/baseline {:.4} ({:.0}x faster)",
@@ -848,8 +910,11 @@ impl Bench {
             rerun_wire.statements
         );
 
+        if self.raw_storages {
+            compare_raw_storages(server, &run2, self.samples).await?;
+        }
         if history_rows > 0 {
-            self.history_scale(&template, &config, coins, history_rows)
+            self.history_scale(&template, &ingest, &config, coins, history_rows)
                 .await?;
         }
         server.drop_database(&template).await
@@ -860,6 +925,7 @@ impl Bench {
     async fn history_scale(
         &self,
         template: &str,
+        ingest: &Ingest,
         config: &Config,
         coins: usize,
         rows: i64,
@@ -877,8 +943,8 @@ impl Bench {
         let (mut without, mut with) = (Vec::new(), Vec::new());
         for round in 2..2 + self.samples {
             common::serve_on(&self.stub, &answer(&self.recorded, coins, round)?).await;
-            without.push(run_ours(config, &plain_url, wire).await?.apply);
-            with.push(run_ours(config, &loaded_url, wire).await?.apply);
+            without.push(real_run(ingest, &plain_url, wire).await?.apply());
+            with.push(real_run(ingest, &loaded_url, wire).await?.apply());
         }
         let (without, with) = (median(without.into_iter()), median(with.into_iter()));
         println!(
@@ -891,6 +957,159 @@ impl Bench {
         server.drop_database(&plain).await?;
         server.drop_database(&loaded).await
     }
+}
+
+/// A way `raw_pages.payload` could be stored, measured side by side for the schema's owner.
+struct RawStorage {
+    name: &'static str,
+    column_type: &'static str,
+    /// How the column is set up after it is created: its TOAST compression or storage.
+    alter_column: Option<&'static str>,
+    /// Compressed in the client (gzip, fastest level) and sent as `bytea`.
+    gzip: bool,
+}
+
+const RAW_STORAGES: [RawStorage; 6] = [
+    RawStorage {
+        name: "jsonb, pglz (today)",
+        column_type: "jsonb",
+        alter_column: None,
+        gzip: false,
+    },
+    RawStorage {
+        name: "jsonb, lz4",
+        column_type: "jsonb",
+        alter_column: Some("SET COMPRESSION lz4"),
+        gzip: false,
+    },
+    RawStorage {
+        name: "text, pglz",
+        column_type: "text",
+        alter_column: None,
+        gzip: false,
+    },
+    RawStorage {
+        name: "text, lz4",
+        column_type: "text",
+        alter_column: Some("SET COMPRESSION lz4"),
+        gzip: false,
+    },
+    RawStorage {
+        name: "text, not compressed",
+        column_type: "text",
+        alter_column: Some("SET STORAGE EXTERNAL"),
+        gzip: false,
+    },
+    RawStorage {
+        name: "bytea, gzip -1 in the client",
+        column_type: "bytea",
+        alter_column: Some("SET STORAGE EXTERNAL"),
+        gzip: true,
+    },
+];
+
+/// Pages per statement, as the store sends them.
+const RAW_PAGES_PER_STATEMENT: usize = 10;
+
+impl RawStorage {
+    fn table(index: usize) -> String {
+        format!("raw_storage_{index}")
+    }
+
+    /// `raw_pages` of migration V1, without the reference to `ingest_runs`, with this payload.
+    fn create(&self, table: &str) -> String {
+        let alter = self.alter_column.map_or(String::new(), |how| {
+            format!("ALTER TABLE {table} ALTER COLUMN payload {how};")
+        });
+        format!(
+            "CREATE TABLE {table} (run_id uuid NOT NULL, page integer NOT NULL, fetched_at timestamptz NOT NULL,
+                 payload {} NOT NULL, PRIMARY KEY (run_id, page));
+             CREATE INDEX ON {table} (fetched_at); {alter}",
+            self.column_type
+        )
+    }
+
+    /// The statement of `store_raw_pages`, writing this payload.
+    fn insert(&self, table: &str) -> String {
+        let (value, sent) = match self.column_type {
+            "jsonb" => ("body::jsonb", "text"),
+            other => ("body", other),
+        };
+        format!(
+            "INSERT INTO {table} (run_id, page, fetched_at, payload)
+             SELECT $1, page, fetched_at, {value}
+             FROM unnest($2::int[], $3::timestamptz[], $4::{sent}[]) AS p(page, fetched_at, body)"
+        )
+    }
+
+    /// Stores `pages` in one transaction, a batch per statement, and commits.
+    async fn store(&self, db: &mut Client, table: &str, pages: &[String]) -> Result<()> {
+        let insert = self.insert(table);
+        let tx = db.transaction().await?;
+        let run_id = Uuid::now_v7();
+        for (batch_index, batch) in pages.chunks(RAW_PAGES_PER_STATEMENT).enumerate() {
+            let first = (batch_index * RAW_PAGES_PER_STATEMENT) as i32 + 1;
+            let numbers: Vec<i32> = (first..).take(batch.len()).collect();
+            let fetched_at = vec![Utc::now(); batch.len()];
+            let texts: Vec<std::borrow::Cow<str>> =
+                batch.iter().map(|page| jsonb_storable(page)).collect();
+            if self.gzip {
+                let gzipped: Vec<Vec<u8>> = texts.iter().map(|t| gzip(t)).collect::<Result<_>>()?;
+                tx.execute(&insert, &[&run_id, &numbers, &fetched_at, &gzipped])
+                    .await?;
+            } else {
+                tx.execute(&insert, &[&run_id, &numbers, &fetched_at, &texts])
+                    .await?;
+            }
+        }
+        Ok(tx.commit().await?)
+    }
+}
+
+fn gzip(text: &str) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(text.as_bytes())?;
+    Ok(encoder.finish()?)
+}
+
+/// Every way of `RAW_STORAGES` storing one run's `pages` on a fresh database: the time of the
+/// statements and their commit (median of `samples`, the ways taken in turn), and the table's
+/// size on disk, indexes and TOAST included.
+async fn compare_raw_storages(server: &Server, pages: &[String], samples: usize) -> Result<()> {
+    let name = server.create(None).await?;
+    let mut db = common::connect(&server.url(&name, false)).await;
+    for (index, storage) in RAW_STORAGES.iter().enumerate() {
+        let table = RawStorage::table(index);
+        db.batch_execute(&storage.create(&table)).await?;
+    }
+    let mut times = vec![Vec::new(); RAW_STORAGES.len()];
+    for _ in 0..samples {
+        for (index, storage) in RAW_STORAGES.iter().enumerate() {
+            let table = RawStorage::table(index);
+            db.batch_execute(&format!("TRUNCATE {table}")).await?;
+            let started = Instant::now();
+            storage.store(&mut db, &table, pages).await?;
+            times[index].push(started.elapsed());
+        }
+    }
+    let text_bytes: usize = pages.iter().map(String::len).sum();
+    println!(
+        "raw pages: {} pages, {:.1} MB of text; each way stored {samples} times, fresh each time",
+        pages.len(),
+        text_bytes as f64 / 1e6
+    );
+    println!("{:<38}{:>12}{:>14}", "", "median", "on disk");
+    for (index, storage) in RAW_STORAGES.iter().enumerate() {
+        let size = "SELECT pg_total_relation_size($1::text::regclass)";
+        let table = RawStorage::table(index);
+        let bytes: i64 = db.query_one(size, &[&table]).await?.get(0);
+        let time = median(times[index].iter().copied());
+        let on_disk = format!("{:.2} MB", bytes as f64 / 1e6);
+        println!("{:<38}{:>12}{on_disk:>14}", storage.name, ms(time));
+    }
+    drop(db);
+    server.drop_database(&name).await
 }
 
 /// Other work on the machine skews the timings: printed so that a reader can tell.
@@ -940,6 +1159,7 @@ async fn main() -> Result<()> {
         stub: MockServer::start().await,
         recorded: recorded_coins()?,
         samples,
+        raw_storages: numbers_setting("RAW_STORAGES", "0")?[0] > 0,
     };
     let largest = sizes.iter().copied().max().unwrap_or_default();
     let outcome = async {

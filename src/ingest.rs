@@ -12,7 +12,7 @@ use crate::config::{CoinGeckoConfig, IngestConfig};
 use crate::market::{Market, Quote};
 use crate::replay::RecordedAnswer;
 use crate::store::{Store, StoreError, Written};
-use crate::summary::{Counts, Summary};
+use crate::summary::{Counts, Summary, Timings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -122,25 +122,33 @@ impl Ingest {
         source: Source<'_>,
     ) -> Result<Summary, RunError> {
         let fetched;
-        let (market, pages, recorded_at) = match source {
+        let (market, pages, recorded_at, fetch) = match source {
             Source::Live { time_left } => {
                 // The apply may wait this long for the lock and its statement: the fetch leaves it that.
                 let apply_bound = self.settings.lock_timeout + self.settings.statement_timeout;
                 let time_left = time_left.map(|left| left.saturating_sub(apply_bound));
+                let fetch_started = Instant::now();
                 fetched = self
                     .coingecko
                     .fetch(self.progress.as_ref(), time_left)
                     .await?;
-                (&fetched.market, fetched.pages.as_slice(), None)
+                let fetch = fetch_started.elapsed();
+                (&fetched.market, fetched.pages.as_slice(), None, fetch)
             }
             // The files are the archive of the raw answers: no raw pages.
-            Source::Recorded(answer) => (&answer.market, &[][..], Some(answer.recorded_at)),
+            Source::Recorded(answer) => (
+                &answer.market,
+                &[][..],
+                Some(answer.recorded_at),
+                Duration::ZERO,
+            ),
         };
         log_problems(market);
         let vs_currency = self.coingecko.vs_currency();
         let quotes: Vec<&Quote> = market.quotes().collect();
         let coin_ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
 
+        let apply_started = Instant::now();
         let apply = store
             .begin_apply(self.settings.lock_timeout, self.settings.statement_timeout)
             .await?;
@@ -178,6 +186,8 @@ impl Ingest {
         let written = apply
             .write_prices(run_id, vs_currency, &quotes, &recordable, recorded_at)
             .await?;
+        let apply_before_raw = apply_started.elapsed();
+        let raw_started = Instant::now();
         // Pruned first, so that a run always keeps its own pages, even with a retention of 0 days.
         let pruned = apply
             .prune_raw_pages(self.settings.raw_retention_days)
@@ -188,22 +198,29 @@ impl Ingest {
         if self.settings.store_raw {
             apply.store_raw_pages(run_id, pages).await?;
         }
+        let raw = raw_started.elapsed();
 
         let counts = counts(market, written, pages.len());
-        let summary = Summary::succeeded(
-            run_id,
-            trigger_id,
-            vs_currency.to_string(),
-            counts,
-            started.elapsed().as_millis() as u64,
-        );
+        let mut timings = Timings {
+            duration: started.elapsed(),
+            fetch,
+            apply: apply_before_raw,
+            raw,
+        };
+        let summary =
+            Summary::succeeded(run_id, trigger_id, vs_currency.to_string(), counts, timings);
+        // The summary is stored in the transaction it describes, so the stored one cannot time
+        // the commit; the one returned does, as part of the apply.
+        let finish_started = Instant::now();
         apply.finish(run_id, &summary).await?;
-        Ok(summary)
+        timings.apply += finish_started.elapsed();
+        timings.duration = started.elapsed();
+        Ok(summary.timed(timings))
     }
 }
 
 /// What a run's summary counts, from what it fetched and what its apply wrote.
-pub fn counts(market: &Market, written: Written, pages: usize) -> Counts {
+fn counts(market: &Market, written: Written, pages: usize) -> Counts {
     Counts {
         fetched: market.len() as u64,
         rejected: market.rejections().count() as u64,

@@ -93,6 +93,9 @@ pub fn metrics_record(summary: &Summary, timestamp_ms: i64) -> Value {
             ("Rejected", "Count", summary.rejected),
             ("HistoryInserted", "Count", summary.history_inserted),
             ("Duration", "Milliseconds", summary.duration_ms),
+            ("FetchDuration", "Milliseconds", summary.fetch_ms),
+            ("ApplyDuration", "Milliseconds", summary.apply_ms),
+            ("RawDuration", "Milliseconds", summary.raw_ms),
             ("Duplicate", "Count", 0),
         ]
     };

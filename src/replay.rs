@@ -114,7 +114,7 @@ impl ReplaySummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::Counts;
+    use crate::summary::{Counts, Timings};
     use uuid::Uuid;
 
     const ANSWER: &str = r#"[
@@ -181,7 +181,10 @@ mod tests {
                 history_inserted,
                 pages: 1,
             },
-            20,
+            Timings {
+                duration: std::time::Duration::from_millis(20),
+                ..Timings::default()
+            },
         );
         summary.status = status;
         summary

@@ -135,6 +135,7 @@ pub fn table(runs: &[RunRecord]) -> String {
         "history",
         "rejected",
         "duration",
+        "fetch / apply / raw",
         "trigger / error",
     ]);
     for run in runs {
@@ -144,12 +145,16 @@ pub fn table(runs: &[RunRecord]) -> String {
                 .and_then(|s| s.get(key))
                 .map_or(String::new(), Value::to_string)
         };
-        let duration = run
-            .summary
-            .as_ref()
-            .and_then(|s| s.get("duration_ms"))
-            .and_then(Value::as_u64)
-            .map_or(String::new(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
+        let seconds = |key: &str| {
+            let ms = run.summary.as_ref()?.get(key)?.as_u64()?;
+            Some(format!("{:.1}", ms as f64 / 1000.0))
+        };
+        let duration = seconds("duration_ms").map_or(String::new(), |s| format!("{s} s"));
+        // Summaries stored before the phases were timed lack them.
+        let phases = match (seconds("fetch_ms"), seconds("apply_ms"), seconds("raw_ms")) {
+            (Some(fetch), Some(apply), Some(raw)) => format!("{fetch} / {apply} / {raw} s"),
+            _ => String::new(),
+        };
         let note = run
             .error
             .clone()
@@ -162,6 +167,7 @@ pub fn table(runs: &[RunRecord]) -> String {
             count("history_inserted"),
             count("rejected"),
             duration,
+            phases,
             note,
         ]);
     }
@@ -250,9 +256,12 @@ mod tests {
     fn the_table_shows_counts_and_errors() {
         let mut ok = run(RunState::Succeeded, 0);
         ok.summary = Some(
-            serde_json::json!({"fetched": 250, "history_inserted": 12, "rejected": 1, "duration_ms": 1840}),
+            serde_json::json!({"fetched": 250, "history_inserted": 12, "rejected": 1, "duration_ms": 1840,
+                               "fetch_ms": 1210, "apply_ms": 330, "raw_ms": 260}),
         );
-        let text = table(&[run(RunState::Failed, 5), ok]);
+        let mut older = run(RunState::Succeeded, 10);
+        older.summary = Some(serde_json::json!({"fetched": 250, "duration_ms": 2470}));
+        let text = table(&[run(RunState::Failed, 5), ok, older]);
         for expected in [
             "2026-11-27 15:05:00",
             "failed",
@@ -260,6 +269,8 @@ mod tests {
             "250",
             "12",
             "1.8 s",
+            "1.2 / 0.3 / 0.3 s",
+            "2.5 s",
         ] {
             assert!(text.contains(expected), "{expected} missing from\n{text}");
         }

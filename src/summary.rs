@@ -2,6 +2,8 @@
 
 use std::str::FromStr;
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -69,7 +71,28 @@ pub struct Summary {
     /// Valid coins whose price did not move past the threshold.
     pub unchanged: u64,
     pub pages: u64,
+    /// The whole run, from its start to its commit.
     pub duration_ms: u64,
+    /// Fetching and parsing every page; 0 for a recorded answer. Summaries written before the
+    /// phases were timed lack the three phases: they read as 0.
+    #[serde(default)]
+    pub fetch_ms: u64,
+    /// The apply of the price tables: from opening the transaction (the wait for the run lock
+    /// included) through writing the prices, and the commit, when they land.
+    #[serde(default)]
+    pub apply_ms: u64,
+    /// Pruning old raw pages and storing this run's.
+    #[serde(default)]
+    pub raw_ms: u64,
+}
+
+/// Where a run's time went. The phases do not overlap and all fall within `duration`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    pub duration: Duration,
+    pub fetch: Duration,
+    pub apply: Duration,
+    pub raw: Duration,
 }
 
 /// The counts a run's apply produces, before they become a [`Summary`].
@@ -88,9 +111,9 @@ impl Summary {
         trigger_id: Option<String>,
         vs_currency: String,
         counts: Counts,
-        duration_ms: u64,
+        timings: Timings,
     ) -> Self {
-        Self {
+        let summary = Self {
             run_id,
             trigger_id,
             status: RunState::Succeeded,
@@ -101,7 +124,24 @@ impl Summary {
             history_inserted: counts.history_inserted,
             unchanged: counts.fetched - counts.rejected - counts.history_inserted,
             pages: counts.pages,
-            duration_ms,
+            duration_ms: 0,
+            fetch_ms: 0,
+            apply_ms: 0,
+            raw_ms: 0,
+        };
+        summary.timed(timings)
+    }
+
+    /// The same run with these timings. Whole milliseconds rounded down, phase by phase: the
+    /// phases then never add up to more than the run.
+    pub fn timed(self, timings: Timings) -> Self {
+        let ms = |d: Duration| d.as_millis() as u64;
+        Self {
+            duration_ms: ms(timings.duration),
+            fetch_ms: ms(timings.fetch),
+            apply_ms: ms(timings.apply),
+            raw_ms: ms(timings.raw),
+            ..self
         }
     }
 
@@ -130,7 +170,10 @@ mod tests {
                 history_inserted: 12,
                 pages: 1,
             },
-            250,
+            Timings {
+                duration: Duration::from_millis(250),
+                ..Timings::default()
+            },
         )
     }
 
@@ -156,6 +199,9 @@ mod tests {
             "unchanged",
             "pages",
             "duration_ms",
+            "fetch_ms",
+            "apply_ms",
+            "raw_ms",
         ] {
             assert!(json.get(key).is_some(), "{key} missing from {json}");
         }
@@ -170,5 +216,43 @@ mod tests {
         let error = "paused".parse::<RunState>().unwrap_err();
         assert_eq!(error, UnknownRunState("paused".into()));
         assert!(error.to_string().contains("\"paused\""), "{error}");
+    }
+
+    #[test]
+    fn the_phases_in_whole_milliseconds_never_add_up_to_more_than_the_run() {
+        let micros = Duration::from_micros;
+        // Rounded to the nearest millisecond, 1.5 + 1.5 would make 4 of a 3.0 ms run.
+        let s = summary().timed(Timings {
+            duration: micros(3_000),
+            fetch: micros(1_500),
+            apply: micros(1_500),
+            raw: micros(0),
+        });
+        assert_eq!(
+            (s.fetch_ms, s.apply_ms, s.raw_ms, s.duration_ms),
+            (1, 1, 0, 3)
+        );
+        let s = summary().timed(Timings {
+            duration: micros(2_999),
+            fetch: micros(999),
+            apply: micros(1_001),
+            raw: micros(999),
+        });
+        assert!(s.fetch_ms + s.apply_ms + s.raw_ms <= s.duration_ms, "{s:?}");
+    }
+
+    #[test]
+    fn a_summary_stored_before_the_phases_were_timed_still_reads() {
+        let stored = serde_json::json!({
+            "run_id": "01936f0e-0000-7000-8000-000000000001", "trigger_id": null, "status": "succeeded", "vs_currency": "usd",
+            "fetched": 100, "rejected": 3, "upserted": 40, "history_inserted": 12,
+            "unchanged": 85, "pages": 1, "duration_ms": 250
+        });
+        let read: Summary = serde_json::from_value(stored).unwrap();
+        assert_eq!(
+            (read.duration_ms, read.fetch_ms, read.apply_ms, read.raw_ms),
+            (250, 0, 0, 0)
+        );
+        assert_eq!(read.into_duplicate().fetched, 100);
     }
 }

@@ -2,9 +2,10 @@
 
 mod common;
 
-use coingecko_cdc::summary::RunState;
+use coingecko_cdc::summary::{RunState, Summary};
 use common::{coin, fixture, incompressible_text, numbered_coins, page, spawn_app};
 use futures::future::join_all;
+use tokio_postgres::types::Json;
 
 const SEP5: &str = "markets-2024-09-05.json";
 const SEP8: &str = "markets-2024-09-08.json";
@@ -69,6 +70,31 @@ async fn first_load_records_every_coin_exactly_as_written() {
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "succeeded");
     assert_eq!(row.get::<_, String>(1), "100");
+}
+
+#[tokio::test]
+async fn the_phases_of_a_run_do_not_overlap_and_only_the_returned_summary_times_the_commit() {
+    let app = spawn_app().await;
+    app.serve(&[fixture(SEP5)]).await;
+
+    let returned = app.run().await;
+
+    let phases = |s: &Summary| (s.fetch_ms, s.apply_ms, s.raw_ms, s.duration_ms);
+    let (fetch, apply, raw, duration) = phases(&returned);
+    assert!(fetch + apply + raw <= duration, "{returned:?}");
+    let stored: Json<Summary> = app
+        .db
+        .query_one("SELECT summary FROM ingest_runs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (stored_fetch, stored_apply, stored_raw, stored_duration) = phases(&stored.0);
+    assert_eq!((stored_fetch, stored_raw), (fetch, raw));
+    assert!(
+        stored_apply <= apply && stored_duration <= duration,
+        "stored {:?}, returned {returned:?}",
+        stored.0
+    );
 }
 
 #[tokio::test]

@@ -4,13 +4,14 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use coingecko_cdc::lambda::{handle, metrics_record, Migrated, Response};
 use coingecko_cdc::secrets::{SecretError, SecretSource};
-use coingecko_cdc::summary::{Counts, RunState, Summary};
+use coingecko_cdc::summary::{Counts, RunState, Summary, Timings};
 use common::{fixture, spawn_app};
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
-use serde_json::Value;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 /// Secrets held in memory, counting how often each is read.
@@ -311,7 +312,12 @@ fn a_run() -> Summary {
             history_inserted: 3,
             pages: 1,
         },
-        1234,
+        Timings {
+            duration: Duration::from_millis(1234),
+            fetch: Duration::from_millis(900),
+            apply: Duration::from_millis(200),
+            raw: Duration::from_millis(100),
+        },
     )
 }
 
@@ -339,11 +345,22 @@ fn metrics_are_an_embedded_metric_format_record() {
             "Rejected",
             "HistoryInserted",
             "Duration",
+            "FetchDuration",
+            "ApplyDuration",
+            "RawDuration",
             "Duplicate"
         ]
     );
     assert_eq!(record["HistoryInserted"], 3);
     assert_eq!(record["Duration"], 1234);
+    assert_eq!(
+        (
+            &record["FetchDuration"],
+            &record["ApplyDuration"],
+            &record["RawDuration"]
+        ),
+        (&json!(900), &json!(200), &json!(100))
+    );
     assert_eq!(record["Duplicate"], 0);
     assert_eq!(record["VsCurrency"], "usd");
     assert_eq!(record["_aws"]["Timestamp"], 1_700_000_000_000_i64);
@@ -354,7 +371,15 @@ fn a_duplicate_counts_once_and_repeats_none_of_the_first_runs_figures() {
     let record = metrics_record(&a_run().into_duplicate(), 1_700_000_000_000);
     assert_eq!(declared_metrics(&record), ["Duplicate"]);
     assert_eq!(record["Duplicate"], 1);
-    for figure in ["Fetched", "Rejected", "HistoryInserted", "Duration"] {
+    for figure in [
+        "Fetched",
+        "Rejected",
+        "HistoryInserted",
+        "Duration",
+        "FetchDuration",
+        "ApplyDuration",
+        "RawDuration",
+    ] {
         assert!(record.get(figure).is_none(), "{figure} in {record}");
     }
     assert_eq!(record["status"], "duplicate");

@@ -191,6 +191,8 @@ async fn files_and_directories_replay_together_in_the_order_they_were_recorded()
     .await;
     assert_eq!(first_days, ["2024-06-01", "2024-06-02", "2024-06-03"]);
     assert_eq!(app.count("raw_pages").await, 0, "the files are the archive");
+    let fetch_ms = column::<String>(&app.db, "SELECT summary->>'fetch_ms' FROM ingest_runs").await;
+    assert_eq!(fetch_ms, ["0", "0", "0"], "nothing is fetched");
 }
 
 #[tokio::test]
