@@ -14,12 +14,19 @@
 //!
 //! A proxy counts the statements the client sends, and tells the apply's from the raw pages' by
 //! their text. Settings: `SIZES` (default `250,2500,17500`), `SAMPLES` (default 5; medians are
-//! printed), `CDC_THRESHOLD_PCT` (default 0.5), `HISTORY_ROWS` (default 0; otherwise the apply at
-//! the largest size is also measured with that many rows in `price_history`), `RAW_STORAGES`
-//! (default 0; 1 also compares ways of storing the raw pages at every size).
+//! printed), `CDC_THRESHOLD_PCT` (default 0.5), `RAW_STORAGES` (default 0; 1 also compares ways of
+//! storing the raw pages at every size), and for history at scale (`scale.rs`): `HISTORY_ROWS`
+//! (default 0; otherwise, at the largest size, the apply with that many rows of history against
+//! none, the size of that history and analysts' queries on it), `PERIODS` (default `week`; any of
+//! `month,week,day`: the partition lengths to measure that with), `COLD` (default 0; 1 also times
+//! the queries after restarting PostgreSQL and dropping the page cache: root and a Debian cluster),
+//! `V5_ROWS` (default 0; otherwise that much history is loaded into V5's tables, sized, migrated to
+//! V6 and sized again).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "apply/scale.rs"]
+mod scale;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -55,6 +62,8 @@ const FIXTURES: [&str; 3] = [
 /// In every run after the first, one coin in this many moves past the threshold.
 const MOVED_ONE_IN: usize = 10;
 const ROUND_TRIP: Duration = Duration::from_millis(1);
+/// Times each analyst query is run warm, for its median.
+const QUERY_SAMPLES: usize = 20;
 
 type CoinObject = BTreeMap<String, Box<RawValue>>;
 type Param<'a> = &'a (dyn ToSql + Sync);
@@ -319,7 +328,8 @@ async fn relay(client: TcpStream, server: TcpStream, counts: Arc<WireCounts>) {
 /// The server the bench creates its databases on, and the counting proxy in front of it.
 struct Server {
     url: url::Url,
-    admin: Client,
+    /// Opened again when it has closed: cold measurements restart the server.
+    admin: tokio::sync::Mutex<Client>,
     proxy: SocketAddr,
     wire: Arc<WireCounts>,
     /// Databases not dropped yet, so that a failed bench leaves none behind.
@@ -334,7 +344,7 @@ impl Server {
         let wire = Arc::new(WireCounts::default());
         let upstream = format!("{host}:{}", url.port().unwrap_or(5432));
         Ok(Self {
-            admin: common::connect(&server).await,
+            admin: tokio::sync::Mutex::new(common::connect(&server).await),
             proxy: start_proxy(upstream, wire.clone()).await?,
             url,
             wire,
@@ -349,20 +359,28 @@ impl Server {
             .map(|t| format!(" TEMPLATE {t}"))
             .unwrap_or_default();
         // Generated identifiers: database names cannot be bound as parameters.
-        let sql = format!("CREATE DATABASE {name}{copy}");
-        self.admin.batch_execute(&sql).await.context(sql)?;
+        self.execute(&format!("CREATE DATABASE {name}{copy}"))
+            .await?;
         self.created.lock().unwrap().push(name.clone());
         Ok(name)
     }
 
     async fn drop_database(&self, name: &str) -> Result<()> {
-        let sql = format!("DROP DATABASE {name} WITH (FORCE)");
-        self.admin.batch_execute(&sql).await.context(sql)?;
+        self.execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .await?;
         self.created
             .lock()
             .unwrap()
             .retain(|created| created != name);
         Ok(())
+    }
+
+    async fn execute(&self, sql: &str) -> Result<()> {
+        let mut admin = self.admin.lock().await;
+        if admin.is_closed() {
+            *admin = common::connect(&common::server_url()).await;
+        }
+        admin.batch_execute(sql).await.context(sql.to_string())
     }
 
     async fn drop_remaining(&self) -> Result<()> {
@@ -699,42 +717,6 @@ async fn fingerprint(db: &Client) -> Result<String> {
     Ok(db.query_one(digest, &[]).await?.get(0))
 }
 
-/// Adds about `rows` rows to `price_history`: the same number per coin, at 50-minute steps back
-/// from just before run 2, time after time as runs append them, under one dummy run. Then vacuums
-/// and analyses, as a live database would be. Returns the rows added.
-async fn load_history(db_url: &str, vs: &str, rows: i64) -> Result<u64> {
-    let db = common::connect(db_url).await;
-    let run_id = Uuid::now_v7();
-    let dummy_run = "INSERT INTO ingest_runs (run_id, status) VALUES ($1, 'succeeded')";
-    db.execute(dummy_run, &[&run_id]).await?;
-    let coins: i64 = db
-        .query_one("SELECT count(*) FROM quotes", &[])
-        .await?
-        .get(0);
-    // Each coin records a change every 50 minutes: one run in ten of a 5-minute schedule, the rate
-    // of the measured run. 50 M rows then span about 100 days, so months before this one hold most.
-    let partitions = "SELECT price_history_make_partitions(array(
-        SELECT generate_series(timestamptz '2026-11-27 15:00Z' - make_interval(mins => 50 * $1::bigint::int),
-                               timestamptz '2026-11-27 15:00Z', interval '1 day')))";
-    let load = "
-        INSERT INTO price_points
-            (coin_key, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
-        SELECT q.coin_key, $2, 1 + (step * 7 % 100000) / 100.0, step * 1000.0, step::numeric, at, at, $1
-        FROM generate_series($3::bigint, 1, -1) AS step CROSS JOIN quotes q,
-             LATERAL (SELECT timestamptz '2026-11-27 15:00Z' - make_interval(mins => 50 * step::int) AS at) t";
-    let steps = (rows / coins).max(1);
-    db.execute(partitions, &[&steps])
-        .await
-        .context("making the partitions of price_history")?;
-    let added = db.execute(load, &[&run_id, &vs, &steps]).await;
-    let added = added.context("loading price_history")?;
-    db.batch_execute("VACUUM ANALYZE price_points").await?;
-    // A checkpoint now rather than in the middle of the measured runs.
-    let checkpoint = db.batch_execute("CHECKPOINT").await;
-    checkpoint.context("CHECKPOINT needs superuser or the pg_checkpoint role")?;
-    Ok(added)
-}
-
 fn median(values: impl Iterator<Item = Duration>) -> Duration {
     let mut values: Vec<Duration> = values.collect();
     values.sort();
@@ -773,6 +755,10 @@ struct Bench {
     samples: usize,
     /// Whether to compare the ways of storing the raw pages (`RAW_STORAGES`).
     raw_storages: bool,
+    /// The partition periods history at scale is measured with (`PERIODS`).
+    periods: Vec<String>,
+    /// Whether to time the queries on a cold server too (`COLD`).
+    cold: bool,
 }
 
 impl Bench {
@@ -914,48 +900,153 @@ impl Bench {
             compare_raw_storages(server, &run2, self.samples).await?;
         }
         if history_rows > 0 {
-            self.history_scale(&template, &ingest, &config, coins, history_rows)
-                .await?;
+            self.history_scale(&ingest, coins, history_rows).await?;
         }
         server.drop_database(&template).await
     }
 
-    /// The apply with 0 and with `rows` rows of history. Both databases take the same runs 2, 3, …
-    /// in turn, as a live one would: copying a large database for every sample would take minutes.
-    async fn history_scale(
-        &self,
-        template: &str,
-        ingest: &Ingest,
-        config: &Config,
-        coins: usize,
-        rows: i64,
-    ) -> Result<()> {
+    /// For each partition period: the apply with 0 and with `rows` rows of history, the size of
+    /// that history, and analysts' queries on it (warm; cold too when `self.cold`). Both databases
+    /// take the same runs 2, 3, … in turn, as a live one would: copying a large database for every
+    /// sample would take minutes.
+    async fn history_scale(&self, ingest: &Ingest, coins: usize, rows: i64) -> Result<()> {
         let (server, wire) = (&self.server, self.server.wire.as_ref());
-        let (plain, loaded) = (
-            server.create(Some(template)).await?,
-            server.create(Some(template)).await?,
-        );
-        let (plain_url, loaded_url) = (server.url(&plain, false), server.url(&loaded, false));
-        let started = Instant::now();
-        let added = load_history(&loaded_url, &config.coingecko.vs_currency, rows).await?;
-        let took = started.elapsed().as_secs_f64();
-        println!("history scale: {added} rows added to price_history in {took:.0} s (with VACUUM ANALYZE)");
-        let (mut without, mut with) = (Vec::new(), Vec::new());
-        for round in 2..2 + self.samples {
-            common::serve_on(&self.stub, &answer(&self.recorded, coins, round)?).await;
-            without.push(real_run(ingest, &plain_url, wire).await?.apply());
-            with.push(real_run(ingest, &loaded_url, wire).await?.apply());
+        for period in &self.periods {
+            let template = server.create(None).await?;
+            let template_url = server.url(&template, false);
+            connect_store(&template_url).await?.migrate().await?;
+            let db = common::connect(&template_url).await;
+            scale::set_partition_period(&db, period).await?;
+            common::serve_on(&self.stub, &answer(&self.recorded, coins, 1)?).await;
+            real_run(ingest, &template_url, wire).await?;
+            scale::settle(&db).await?;
+            drop(db);
+            let (plain, loaded) = (
+                server.create(Some(&template)).await?,
+                server.create(Some(&template)).await?,
+            );
+            server.drop_database(&template).await?;
+            let (plain_url, loaded_url) = (server.url(&plain, false), server.url(&loaded, false));
+            let db = common::connect(&loaded_url).await;
+            let started = Instant::now();
+            let added = scale::load_history(&db, rows).await?;
+            let took = started.elapsed().as_secs_f64();
+            let size = scale::size_of(&db, "price_points").await?;
+            let partitions: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM pg_inherits WHERE inhparent = 'price_points'::regclass",
+                    &[],
+                )
+                .await?
+                .get(0);
+            println!(
+                "\n== history at scale, {period}ly partitions ({partitions}): {added} rows over a year in {} currencies, loaded in {took:.0} s ==",
+                scale::CURRENCIES.len()
+            );
+            println!(
+                "price_points: {:.1} bytes a row ({:.0} MB heap + {:.0} MB indexes)",
+                size.per_row(),
+                size.heap as f64 / 1e6,
+                size.indexes as f64 / 1e6
+            );
+            let (mut without, mut with) = (Vec::new(), Vec::new());
+            for round in 2..2 + self.samples {
+                common::serve_on(&self.stub, &answer(&self.recorded, coins, round)?).await;
+                // In turn, each first every other round: neither always follows the other.
+                if round % 2 == 0 {
+                    without.push(real_run(ingest, &plain_url, wire).await?.apply());
+                    with.push(real_run(ingest, &loaded_url, wire).await?.apply());
+                } else {
+                    with.push(real_run(ingest, &loaded_url, wire).await?.apply());
+                    without.push(real_run(ingest, &plain_url, wire).await?.apply());
+                }
+            }
+            let (without, with) = (median(without.into_iter()), median(with.into_iter()));
+            println!(
+                "apply_ms at {coins} coins, runs 2..={}: {} with no history, {} with {added} rows ({:.2}x)",
+                self.samples + 1,
+                ms(without),
+                ms(with),
+                with.as_secs_f64() / without.as_secs_f64()
+            );
+            let coin_id = format!(
+                "bitcoin-{}",
+                coins / 2 / self.recorded.len() * self.recorded.len()
+            );
+            for (label, sql) in scale::QUERIES {
+                let mut times = Vec::new();
+                let mut returned = 0;
+                for _ in 0..QUERY_SAMPLES {
+                    let (took, rows) = scale::time_query(&db, sql, &coin_id).await?;
+                    times.push(took);
+                    returned = rows;
+                }
+                println!(
+                    "{label:<28} {returned:>6} rows: warm {} (median of {QUERY_SAMPLES})",
+                    ms(median(times.into_iter()))
+                );
+            }
+            drop(db);
+            if self.cold {
+                for (label, sql) in scale::QUERIES {
+                    scale::go_cold()?;
+                    let db = common::connect(&loaded_url).await;
+                    let (took, _) = scale::time_query(&db, sql, &coin_id).await?;
+                    println!(
+                        "{label:<28} cold {} (server restarted, page cache dropped)",
+                        ms(took)
+                    );
+                }
+            }
+            server.drop_database(&plain).await?;
+            server.drop_database(&loaded).await?;
         }
-        let (without, with) = (median(without.into_iter()), median(with.into_iter()));
+        Ok(())
+    }
+
+    /// The same history in V5's tables and in V6's: bytes per row before and after, and the time
+    /// migration V6 takes to move it (it holds its locks throughout).
+    async fn v5_to_v6(&self, coins: i64, rows: i64) -> Result<()> {
+        let server = &self.server;
+        let name = server.create(None).await?;
+        let url = server.url(&name, false);
+        let mut store = connect_store(&url).await?;
+        store.migrate_to(Some(5)).await?;
+        let db = common::connect(&url).await;
+        scale::load_v5(&db, coins, rows).await?;
+        let before = scale::size_of(&db, "price_history").await?;
+        let current_before = scale::size_of(&db, "current_prices").await?;
+        let started = Instant::now();
+        store.migrate().await?;
+        let took = started.elapsed().as_secs_f64();
+        scale::settle(&db).await?;
+        let after = scale::size_of(&db, "price_points").await?;
+        let quotes = scale::size_of(&db, "quotes").await?;
+        let dimension = scale::size_of(&db, "coins").await?;
         println!(
-            "history scale: apply at {coins} coins, runs 2..={}: {} with 0 history rows, {} with {added} ({:.2}x)",
-            self.samples + 1,
-            ms(without),
-            ms(with),
-            with.as_secs_f64() / without.as_secs_f64()
+            "\n== V5 -> V6: {coins} coins in {} currencies, {} history rows ==",
+            scale::CURRENCIES.len(),
+            before.rows
         );
-        server.drop_database(&plain).await?;
-        server.drop_database(&loaded).await
+        let mb = |size: scale::Size| (size.heap + size.indexes) as f64 / 1e6;
+        println!(
+            "history: V5 {:.1} bytes a row ({:.0} MB: {:.0} heap + {:.0} indexes), V6 {:.1} ({:.0} MB: {:.0} + {:.0}): {:.0}% smaller",
+            before.per_row(), mb(before), before.heap as f64 / 1e6, before.indexes as f64 / 1e6,
+            after.per_row(), mb(after), after.heap as f64 / 1e6, after.indexes as f64 / 1e6,
+            100.0 * (1.0 - after.per_row() / before.per_row())
+        );
+        println!(
+            "latest prices: V5 current_prices {:.1} MB; V6 quotes {:.1} MB + coins {:.1} MB",
+            mb(current_before),
+            mb(quotes),
+            mb(dimension)
+        );
+        println!(
+            "migration V6: {took:.1} s, {:.1} s per million history rows",
+            took / (before.rows as f64 / 1e6)
+        );
+        drop(db);
+        server.drop_database(&name).await
     }
 }
 
@@ -1146,7 +1237,13 @@ async fn main() -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let knobs = "SELECT version() || '; ' || string_agg(name || '=' || current_setting(name), ', ' ORDER BY name)
                  FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'autovacuum')";
-    let postgres: String = server.admin.query_one(knobs, &[]).await?.get(0);
+    let postgres: String = server
+        .admin
+        .lock()
+        .await
+        .query_one(knobs, &[])
+        .await?
+        .get(0);
     println!(
         "machine: {cores} cores, {}",
         cpu.unwrap_or_else(|| "unknown CPU".into())
@@ -1160,12 +1257,22 @@ async fn main() -> Result<()> {
         recorded: recorded_coins()?,
         samples,
         raw_storages: numbers_setting("RAW_STORAGES", "0")?[0] > 0,
+        periods: std::env::var("PERIODS")
+            .unwrap_or_else(|_| "week".into())
+            .split(',')
+            .map(|period| period.trim().to_string())
+            .collect(),
+        cold: numbers_setting("COLD", "0")?[0] > 0,
     };
+    let v5_rows = numbers_setting("V5_ROWS", "0")?[0] as i64;
     let largest = sizes.iter().copied().max().unwrap_or_default();
     let outcome = async {
         for &coins in &sizes {
             let history = if coins == largest { history_rows } else { 0 };
             bench.size(coins, history).await?;
+        }
+        if v5_rows > 0 {
+            bench.v5_to_v6(largest as i64, v5_rows).await?;
         }
         anyhow::Ok(())
     }
