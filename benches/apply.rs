@@ -450,6 +450,21 @@ async fn real_run(ingest: &Ingest, db_url: &str, wire: &WireCounts) -> Result<Ou
     })
 }
 
+// The SQL of the other designs (baseline, floor) and of the bench's own checks (`rows_written`,
+// `fingerprint`, `load_history`) names the tables of migration V5, `current_prices` and
+// `price_history`: it is here, and in those functions, that a change of schema is followed.
+
+/// The baseline's read of one coin's price.
+const BASELINE_READ: &str =
+    "SELECT price FROM current_prices WHERE coin_id = $1 AND vs_currency = $2";
+/// The baseline's history row of one coin.
+const BASELINE_APPEND: &str = "INSERT INTO price_history
+        (coin_id, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
+    VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), now(), $7)
+    ON CONFLICT DO NOTHING";
+/// The floor's table: the columns of `current_prices`, no index.
+const FLOOR_TABLE: &str = "CREATE TABLE floor_copy (LIKE current_prices)";
+
 /// The columns of `current_prices` a quote fills: the text ones, then those of `numbers`.
 const QUOTE_COLUMNS: &str = "coin_id, vs_currency, symbol, name, market_cap_rank, source_updated_at, \
     price, market_cap, total_volume, high_24h, low_24h, price_change_24h, price_change_percentage_24h, \
@@ -512,16 +527,8 @@ async fn run_baseline(
     let at_start = wire.read();
     let started = Instant::now();
     let tx = client.transaction().await?;
-    let read = "SELECT price FROM current_prices WHERE coin_id = $1 AND vs_currency = $2";
-    let read = tx.prepare(read).await?;
-    let append = tx
-        .prepare(
-            "INSERT INTO price_history
-                 (coin_id, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
-             VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), now(), $7)
-             ON CONFLICT DO NOTHING",
-        )
-        .await?;
+    let read = tx.prepare(BASELINE_READ).await?;
+    let append = tx.prepare(BASELINE_APPEND).await?;
     let upsert = tx.prepare(&baseline_upsert()).await?;
     let mut history_inserted = 0;
     for q in quotes {
@@ -573,9 +580,7 @@ async fn run_floor(
     vs: &str,
 ) -> Result<(Duration, Wire)> {
     let client = common::connect(db_url).await;
-    client
-        .batch_execute("CREATE TABLE floor_copy (LIKE current_prices)")
-        .await?;
+    client.batch_execute(FLOOR_TABLE).await?;
     let at_start = wire.read();
     let started = Instant::now();
     let ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
