@@ -471,6 +471,28 @@ async fn real_run(ingest: &Ingest, db_url: &str, wire: &WireCounts) -> Result<Ou
     })
 }
 
+// The SQL of the other designs (baseline, floor), on the tables of migration V6.
+
+/// The baseline's read of one coin's key and latest price.
+const BASELINE_READ: &str = "SELECT c.coin_key, q.price FROM coins c
+    LEFT JOIN quotes q ON q.coin_key = c.coin_key AND q.vs_currency = $2
+    WHERE c.coin_id = $1";
+/// The baseline's key for a coin never seen before.
+const BASELINE_ADD_COIN: &str =
+    "INSERT INTO coins (coin_id, symbol, name, image, first_seen_at, last_seen_at)
+    VALUES ($1, $2, $3, $4, now(), now()) RETURNING coin_key";
+/// The baseline's description of a known coin, rewritten when the apply would rewrite it.
+const BASELINE_DESCRIBE_COIN: &str =
+    "UPDATE coins SET symbol = $2, name = $3, image = $4, last_seen_at = now() WHERE coin_key = $1
+     AND ((symbol, name, image) IS DISTINCT FROM ($2, $3, $4) OR last_seen_at < now() - interval '1 hour')";
+/// The baseline's history row of one coin.
+const BASELINE_APPEND: &str = "INSERT INTO price_points
+        (coin_key, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
+    VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), now(), $7)
+    ON CONFLICT DO NOTHING";
+/// The floor's table: the columns of `current_prices`, no index.
+const FLOOR_TABLE: &str = "CREATE TABLE floor_copy (LIKE current_prices)";
+
 /// The columns of `current_prices` a quote fills: the text ones, then those of `numbers`.
 const QUOTE_COLUMNS: &str = "coin_id, vs_currency, symbol, name, market_cap_rank, source_updated_at, \
     price, market_cap, total_volume, high_24h, low_24h, price_change_24h, price_change_percentage_24h, \
@@ -537,27 +559,10 @@ async fn run_baseline(
     let at_start = wire.read();
     let started = Instant::now();
     let tx = client.transaction().await?;
-    let read = "SELECT c.coin_key, q.price FROM coins c
-                LEFT JOIN quotes q ON q.coin_key = c.coin_key AND q.vs_currency = $2
-                WHERE c.coin_id = $1";
-    let read = tx.prepare(read).await?;
-    let add_coin = tx
-        .prepare(
-            "INSERT INTO coins (coin_id, symbol, name, image, first_seen_at, last_seen_at)
-             VALUES ($1, $2, $3, $4, now(), now()) RETURNING coin_key",
-        )
-        .await?;
-    let describe_coin = tx
-        .prepare("UPDATE coins SET symbol = $2, name = $3, image = $4, last_seen_at = now() WHERE coin_key = $1")
-        .await?;
-    let append = tx
-        .prepare(
-            "INSERT INTO price_points
-                 (coin_key, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
-             VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), now(), $7)
-             ON CONFLICT DO NOTHING",
-        )
-        .await?;
+    let read = tx.prepare(BASELINE_READ).await?;
+    let add_coin = tx.prepare(BASELINE_ADD_COIN).await?;
+    let describe_coin = tx.prepare(BASELINE_DESCRIBE_COIN).await?;
+    let append = tx.prepare(BASELINE_APPEND).await?;
     let upsert = tx.prepare(&baseline_upsert()).await?;
     let mut history_inserted = 0;
     for q in quotes {
@@ -610,9 +615,7 @@ async fn run_floor(
     vs: &str,
 ) -> Result<(Duration, Wire)> {
     let client = common::connect(db_url).await;
-    client
-        .batch_execute("CREATE TABLE floor_copy (LIKE current_prices)")
-        .await?;
+    client.batch_execute(FLOOR_TABLE).await?;
     let at_start = wire.read();
     let started = Instant::now();
     let ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
