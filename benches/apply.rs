@@ -1065,7 +1065,7 @@ struct RawStorage {
 
 const RAW_STORAGES: [RawStorage; 6] = [
     RawStorage {
-        name: "jsonb, pglz (today)",
+        name: "jsonb, pglz (V1 to V6)",
         column_type: "jsonb",
         alter_column: None,
         gzip: false,
@@ -1083,7 +1083,7 @@ const RAW_STORAGES: [RawStorage; 6] = [
         gzip: false,
     },
     RawStorage {
-        name: "text, lz4",
+        name: "text, lz4 (V7)",
         column_type: "text",
         alter_column: Some("SET COMPRESSION lz4"),
         gzip: false,

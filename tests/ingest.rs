@@ -53,7 +53,7 @@ async fn first_load_records_every_coin_exactly_as_written() {
     let raw: i32 = app
         .db
         .query_one(
-            "SELECT jsonb_array_length(payload) FROM raw_pages WHERE page = 1",
+            "SELECT jsonb_array_length(payload::jsonb) FROM raw_pages WHERE page = 1",
             &[],
         )
         .await
@@ -450,7 +450,7 @@ async fn text_postgresql_cannot_hold_is_refused_alone_and_the_run_goes_on() {
     assert_eq!(app.current("nul-name", "price").await.as_deref(), Some("2"));
     let raw: String = app
         .db
-        .query_one("SELECT payload->2->>'name' FROM raw_pages", &[])
+        .query_one("SELECT payload::jsonb->2->>'name' FROM raw_pages", &[])
         .await
         .unwrap()
         .get(0);

@@ -1,6 +1,6 @@
 //! V6 moves a V5 database to the coin dimension: every row of every table and view reads the same
 //! afterwards, the grants and the append-only rule carry over, and the next run continues the
-//! CDC streams where they stood.
+//! CDC streams where they stood. V7 keeps the raw pages as text.
 
 mod common;
 
@@ -14,6 +14,14 @@ async fn fill_v5(app: &TestApp, long_id: &str) {
     app.db
         .execute(
             "INSERT INTO ingest_runs (run_id, status, finished_at) VALUES ($1::text::uuid, 'succeeded', '2024-10-02Z')",
+            &[&RUN],
+        )
+        .await
+        .unwrap();
+    app.db
+        .execute(
+            r#"INSERT INTO raw_pages (run_id, page, fetched_at, payload)
+               VALUES ($1::text::uuid, 1, '2024-10-01 12:00Z', '[{"id": "bitcoin", "current_price": 58083.50}]')"#,
             &[&RUN],
         )
         .await
@@ -67,9 +75,13 @@ async fn everything(app: &TestApp) -> Vec<Vec<String>> {
         ("price_changes", "coin_id, vs_currency, source_updated_at"),
         ("price_ohlc_hourly", "coin_id, vs_currency, bucket"),
         ("price_ohlc_daily", "coin_id, vs_currency, bucket"),
+        ("raw_pages", "page"),
     ] {
-        // current_prices.coin_key was the id's digest and is now the dimension's key.
-        let row = if relation == "current_prices" {
+        // current_prices.coin_key was the id's digest and is now the dimension's key; raw pages
+        // are read as JSON, as before.
+        let row = if relation == "raw_pages" {
+            "(r.run_id, r.page, r.fetched_at, r.payload::jsonb)"
+        } else if relation == "current_prices" {
             "(r.coin_id, r.vs_currency, r.symbol, r.name, r.price, r.market_cap, r.market_cap_rank,
               r.total_volume, r.high_24h, r.low_24h, r.price_change_24h, r.price_change_percentage_24h,
               r.circulating_supply, r.total_supply, r.max_supply, r.source_updated_at,
@@ -110,8 +122,21 @@ async fn v6_keeps_every_row_the_views_the_grants_and_the_append_only_rule() {
 
     let applied = app.store().await.migrate().await.unwrap();
 
-    assert_eq!(applied, ["V6__coin_dimension"]);
+    assert_eq!(applied, ["V6__coin_dimension", "V7__raw_pages_text_lz4"]);
     assert_eq!(everything(&app).await, before, "every row reads the same");
+    let compression: String = app
+        .db
+        .query_one(
+            "SELECT attcompression::text FROM pg_attribute WHERE attrelid = 'raw_pages'::regclass AND attname = 'payload'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        compression, "l",
+        "raw pages compressed with lz4 (the test server has it)"
+    );
     assert_eq!(before[1].len(), 4 * 2 * 41);
     let coins = column::<String>(&app.db, "SELECT coin_id FROM coins ORDER BY coin_key").await;
     assert_eq!(

@@ -183,7 +183,7 @@ impl Apply<'_> {
             self.tx
                 .execute(
                     "INSERT INTO raw_pages (run_id, page, fetched_at, payload)
-                     SELECT $1, page, fetched_at, body::jsonb
+                     SELECT $1, page, fetched_at, body
                      FROM unnest($2::int[], $3::timestamptz[], $4::text[]) AS p(page, fetched_at, body)",
                     &[&run_id, &numbers, &fetched_at, &bodies],
                 )
