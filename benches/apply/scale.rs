@@ -69,7 +69,7 @@ pub async fn load_history(db: &Client, rows: i64) -> Result<u64> {
              FROM generate_series($2::bigint, 1, -1) AS step
                   CROSS JOIN (SELECT DISTINCT coin_key FROM quotes) q
                   CROSS JOIN unnest($3::text[]) AS vs,
-                  LATERAL (SELECT $4::timestamptz - step * $5::interval AS at) t",
+                  LATERAL (SELECT $4::timestamptz - step * $5::text::interval AS at) t",
             &[&run_id, &steps, &CURRENCIES.as_slice(), &history_end(), &every],
         )
         .await
@@ -153,7 +153,7 @@ pub async fn load_v5(db: &Client, coins: i64, rows: i64) -> Result<()> {
              (coin_id, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
          SELECT c.coin_id, c.vs_currency, 1 + (step * 7 % 100000) / 100.0, step * 1000.0, step::numeric, at, at, $1
          FROM generate_series($2::bigint, 1, -1) AS step CROSS JOIN current_prices c,
-              LATERAL (SELECT $3::timestamptz - step * $4::interval AS at) t",
+              LATERAL (SELECT $3::timestamptz - step * $4::text::interval AS at) t",
         &[&run_id, &steps, &history_end(), &every],
     )
     .await
