@@ -11,7 +11,7 @@ use crate::coingecko::{CoinGeckoClient, FetchError, FetchProgress, LogProgress};
 use crate::config::{CoinGeckoConfig, IngestConfig};
 use crate::market::{Market, Quote};
 use crate::replay::RecordedAnswer;
-use crate::store::{Store, StoreError, Written};
+use crate::store::{HeldCoin, Store, StoreError, Written};
 use crate::summary::{Counts, Summary, Timings};
 
 #[derive(Debug, thiserror::Error)]
@@ -172,19 +172,19 @@ impl Ingest {
                 }
             }
         }
-        let recorded = apply.recorded_prices(vs_currency, &coin_ids).await?;
+        let held = apply.held_coins(vs_currency, &coin_ids).await?;
+        let held: Vec<Option<&HeldCoin>> = quotes.iter().map(|q| held.get(&q.coin_id)).collect();
+        let keys: Vec<Option<i32>> = held.iter().map(|h| h.map(|h| h.coin_key)).collect();
         let recordable: Vec<bool> = quotes
             .iter()
-            .map(|q| {
-                cdc::is_recordable(
-                    q.price,
-                    recorded.get(&q.coin_id).copied(),
-                    self.settings.threshold_pct,
-                )
+            .zip(&held)
+            .map(|(q, h)| {
+                let reference = h.and_then(|h| h.recorded_price);
+                cdc::is_recordable(q.price, reference, self.settings.threshold_pct)
             })
             .collect();
         let written = apply
-            .write_prices(run_id, vs_currency, &quotes, &recordable, recorded_at)
+            .write_prices(run_id, vs_currency, &quotes, &keys, &recordable, recorded_at)
             .await?;
         let apply_before_raw = apply_started.elapsed();
         let raw_started = Instant::now();

@@ -216,3 +216,46 @@ async fn the_first_run_after_v6_continues_each_stream_from_its_v5_reference() {
     let keys = column::<i64>(&app.db, "SELECT count(*) FROM coins").await;
     assert_eq!(keys, [4], "no coin keyed twice");
 }
+
+/// Heap and indexes of a table and its partitions, per row.
+async fn bytes_per_row(app: &TestApp, table: &str) -> f64 {
+    app.db.batch_execute("VACUUM ANALYZE").await.unwrap();
+    let sql = format!(
+        "SELECT sum(pg_table_size(relid) + pg_indexes_size(relid))::float8 / (SELECT count(*) FROM {table})
+         FROM pg_partition_tree('{table}')"
+    );
+    app.db.query_one(&sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn a_history_row_takes_at_least_30_percent_less_room_after_v6() {
+    let app = spawn_app_migrated_to(Some(5)).await;
+    // 200 coins, 3 currencies, 60 points each: 36,000 rows shaped as the ingest writes them.
+    app.db
+        .batch_execute(
+            "INSERT INTO ingest_runs (run_id, status) VALUES ('00000000-0000-7000-8000-000000000001', 'succeeded');
+             SELECT price_history_make_partitions('{2024-09-15Z}');
+             INSERT INTO current_prices (coin_id, vs_currency, price, source_updated_at, first_seen_at,
+                                         last_changed_at, coin_key)
+             SELECT id, vs, n, '2024-09-30Z', '2024-09-01Z', '2024-09-30Z', coin_key(id)
+             FROM generate_series(1, 200) n, unnest('{usd,eur,btc}'::text[]) vs,
+                  LATERAL (SELECT 'coin-number-' || n AS id) i;
+             INSERT INTO price_history
+                 (coin_id, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)
+             SELECT coin_id, vs_currency, 1 + step * 7 / 100.0, step * 1000.0, step::numeric,
+                    '2024-09-01Z'::timestamptz + step * interval '11 hours', '2024-09-30Z',
+                    '00000000-0000-7000-8000-000000000001'
+             FROM current_prices, generate_series(1, 60) step;",
+        )
+        .await
+        .unwrap();
+    let before = bytes_per_row(&app, "price_history").await;
+
+    app.store().await.migrate().await.unwrap();
+
+    let after = bytes_per_row(&app, "price_points").await;
+    assert!(
+        after <= 0.7 * before,
+        "{after:.1} bytes a row after V6 against {before:.1} before"
+    );
+}

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-pub use apply::{Apply, Written, RUN_LOCK};
+pub use apply::{Apply, HeldCoin, Written, RUN_LOCK};
 pub use connector::Connector;
 pub use error::StoreError;
 

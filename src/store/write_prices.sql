@@ -3,21 +3,22 @@ WITH incoming AS (
     FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[], $8::numeric[],
                 $9::int[], $10::numeric[], $11::numeric[], $12::numeric[], $13::numeric[],
                 $14::numeric[], $15::numeric[], $16::numeric[], $17::numeric[],
-                $18::timestamptz[], $19::bool[])
+                $18::timestamptz[], $19::bool[], $21::int[])
         AS q(coin_id, symbol, name, image, price, market_cap, market_cap_rank,
              total_volume, high_24h, low_24h, price_change_24h, price_change_percentage_24h,
-             circulating_supply, total_supply, max_supply, source_updated_at, recordable)
+             circulating_supply, total_supply, max_supply, source_updated_at, recordable, held_key)
 ),
 clock AS (SELECT coalesce($20::timestamptz, now()) AS as_of),
--- The dimension: a key for each coin never seen before (runs are serialised by the run lock, so
--- no other run adds the same id meanwhile). A known coin's row is rewritten only when its
+-- The dimension. The run read the keys of the coins already held in this transaction, under the
+-- run lock, so no other run adds or keys a coin meanwhile: only the coins without one are keyed
+-- here, and ids are compared as text only for those. A held coin's row is rewritten only when its
 -- description changed or its last_seen_at is over an hour old: rewriting every coin on every run
 -- would cost the apply about a third more, for a precision no one needs of "last seen".
 new_coins AS (
     INSERT INTO coins (coin_id, symbol, name, image, first_seen_at, last_seen_at)
     SELECT i.coin_id, i.symbol, i.name, i.image, clock.as_of, clock.as_of
     FROM incoming i, clock
-    WHERE NOT EXISTS (SELECT FROM coins c WHERE c.coin_id = i.coin_id)
+    WHERE i.held_key IS NULL
     RETURNING coin_id, coin_key
 ),
 seen_coins AS (
@@ -25,15 +26,14 @@ seen_coins AS (
     SET symbol = i.symbol, name = i.name, image = i.image,
         last_seen_at = greatest(c.last_seen_at, clock.as_of)
     FROM incoming i, clock
-    WHERE c.coin_id = i.coin_id
+    WHERE c.coin_key = i.held_key
       AND ((c.symbol, c.name, c.image) IS DISTINCT FROM (i.symbol, i.name, i.image)
            OR c.last_seen_at < clock.as_of - interval '1 hour')
 ),
 keyed AS (
-    SELECT i.*, coalesce(c.coin_key, n.coin_key) AS coin_key
-    FROM incoming i
-    LEFT JOIN coins c ON c.coin_id = i.coin_id
-    LEFT JOIN new_coins n ON n.coin_id = i.coin_id
+    SELECT i.*, i.held_key AS coin_key FROM incoming i WHERE i.held_key IS NOT NULL
+    UNION ALL
+    SELECT i.*, n.coin_key FROM incoming i JOIN new_coins n USING (coin_id) WHERE i.held_key IS NULL
 ),
 history AS (
     INSERT INTO price_points
