@@ -943,7 +943,7 @@ impl Bench {
                 .await?
                 .get(0);
             println!(
-                "\n== history at scale, {period}ly partitions ({partitions}): {added} rows over a year in {} currencies, loaded in {took:.0} s ==",
+                "\n== history at scale, partitions of a {period} ({partitions}): {added} rows over a year in {} currencies, loaded in {took:.0} s ==",
                 scale::CURRENCIES.len()
             );
             println!(

@@ -3,7 +3,7 @@
 --                 name and image, and when it was first and last seen;
 --   quotes        the latest fetched values per (vs_currency, coin_key), with the CDC reference;
 --   price_points  the append-only history, per (coin_key, vs_currency, source_updated_at), in
---                 weekly partitions (BENCHMARKS.md, "Partitions", chose the week).
+--                 weekly partitions (BENCHMARKS.md, "History at scale, by partition length").
 -- The names analysts know come back as views: current_prices and price_history have the columns
 -- they had, so every existing query keeps working, and a query by coin_id and time is index-driven
 -- (the id is looked up once in coins, then the history is read along its key).
