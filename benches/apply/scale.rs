@@ -108,7 +108,7 @@ pub async fn size_of(db: &Client, table: &str) -> Result<Size> {
                 "SELECT (SELECT count(*) FROM {table}),
                         coalesce(sum(pg_table_size(relid)), 0)::bigint,
                         coalesce(sum(pg_indexes_size(relid)), 0)::bigint
-                 FROM pg_partition_tree('{table}')"
+                 FROM (SELECT relid FROM pg_partition_tree('{table}') UNION SELECT '{table}'::regclass) t"
             ),
             &[],
         )
