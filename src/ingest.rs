@@ -184,7 +184,14 @@ impl Ingest {
             })
             .collect();
         let written = apply
-            .write_prices(run_id, vs_currency, &quotes, &keys, &recordable, recorded_at)
+            .write_prices(
+                run_id,
+                vs_currency,
+                &quotes,
+                &keys,
+                &recordable,
+                recorded_at,
+            )
             .await?;
         let apply_before_raw = apply_started.elapsed();
         let raw_started = Instant::now();
