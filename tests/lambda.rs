@@ -321,6 +321,17 @@ fn a_run() -> Summary {
     )
 }
 
+/// The figures a run's EMF record carries, besides `Duplicate`.
+const FIGURES: [&str; 7] = [
+    "Fetched",
+    "Rejected",
+    "HistoryInserted",
+    "Duration",
+    "FetchDuration",
+    "ApplyDuration",
+    "RawDuration",
+];
+
 /// The metric names an EMF record declares, each checked to have a value in the record.
 fn declared_metrics(record: &Value) -> Vec<&str> {
     let declared: Vec<&str> = record["_aws"]["CloudWatchMetrics"][0]["Metrics"]
@@ -340,16 +351,7 @@ fn metrics_are_an_embedded_metric_format_record() {
     let record = metrics_record(&a_run(), 1_700_000_000_000);
     assert_eq!(
         declared_metrics(&record),
-        [
-            "Fetched",
-            "Rejected",
-            "HistoryInserted",
-            "Duration",
-            "FetchDuration",
-            "ApplyDuration",
-            "RawDuration",
-            "Duplicate"
-        ]
+        [FIGURES.as_slice(), &["Duplicate"]].concat()
     );
     assert_eq!(record["HistoryInserted"], 3);
     assert_eq!(record["Duration"], 1234);
@@ -371,15 +373,7 @@ fn a_duplicate_counts_once_and_repeats_none_of_the_first_runs_figures() {
     let record = metrics_record(&a_run().into_duplicate(), 1_700_000_000_000);
     assert_eq!(declared_metrics(&record), ["Duplicate"]);
     assert_eq!(record["Duplicate"], 1);
-    for figure in [
-        "Fetched",
-        "Rejected",
-        "HistoryInserted",
-        "Duration",
-        "FetchDuration",
-        "ApplyDuration",
-        "RawDuration",
-    ] {
+    for figure in FIGURES {
         assert!(record.get(figure).is_none(), "{figure} in {record}");
     }
     assert_eq!(record["status"], "duplicate");

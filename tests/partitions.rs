@@ -5,7 +5,7 @@
 mod common;
 
 use chrono::{DateTime, Utc};
-use common::{coin, fixture, incompressible_text, page, spawn_app, TestApp};
+use common::{coin, fixture, incompressible_text, page, plan_nodes, spawn_app, TestApp};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -59,19 +59,6 @@ async fn history_lands_in_weekly_partitions_that_runs_make_ahead() {
     );
 }
 
-/// Every relation a plan reads, and every kind of node in it.
-fn plan_parts(plan: &Value, relations: &mut Vec<String>, nodes: &mut Vec<String>) {
-    if let Some(name) = plan["Relation Name"].as_str() {
-        relations.push(name.to_string());
-    }
-    if let Some(node) = plan["Node Type"].as_str() {
-        nodes.push(node.to_string());
-    }
-    for child in plan["Plans"].as_array().into_iter().flatten() {
-        plan_parts(child, relations, nodes);
-    }
-}
-
 #[tokio::test]
 async fn a_query_by_coin_id_and_time_range_reads_the_weeks_asked_for_by_index() {
     let app = spawn_app().await;
@@ -104,12 +91,13 @@ async fn a_query_by_coin_id_and_time_range_reads_the_weeks_asked_for_by_index() 
         .unwrap()
         .get(0);
 
-    let (mut relations, mut nodes) = (Vec::new(), Vec::new());
-    plan_parts(&explained[0]["Plan"], &mut relations, &mut nodes);
+    let parts = plan_nodes(&explained[0]["Plan"]);
+    let mut relations: Vec<String> = parts.iter().filter_map(|(_, r)| r.clone()).collect();
+    let nodes: Vec<&String> = parts.iter().map(|(node, _)| node).collect();
     relations.sort();
     assert_eq!(relations, ["coins", "price_points_2024_w36"], "{explained}");
     assert!(
-        nodes.iter().all(|n| n != "Seq Scan"),
+        nodes.iter().all(|n| *n != "Seq Scan"),
         "{nodes:?}: {explained}"
     );
     for index in ["coins_coin_id", "price_points_2024_w36_pkey"] {

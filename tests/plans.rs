@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{column, spawn_app, TestApp};
+use common::{column, plan_nodes, spawn_app, TestApp};
 use serde_json::Value;
 
 const COINS: i32 = 2_000;
@@ -51,18 +51,6 @@ async fn fill(app: &TestApp) {
         .unwrap();
 }
 
-/// Every relation a plan reads with the kind of node that reads it, e.g. `Seq Scan on quotes`.
-fn scans(plan: &Value, found: &mut Vec<String>) {
-    if let (Some(node), Some(relation)) =
-        (plan["Node Type"].as_str(), plan["Relation Name"].as_str())
-    {
-        found.push(format!("{node} on {relation}"));
-    }
-    for child in plan["Plans"].as_array().into_iter().flatten() {
-        scans(child, found);
-    }
-}
-
 /// History is read along its key; only the weeks made ahead, empty, may be read whole (they cost
 /// nothing, and no plan can skip them when a query has no upper bound on time).
 async fn assert_history_read_by_key(app: &TestApp, history: &[&String]) {
@@ -81,8 +69,11 @@ async fn plan(app: &TestApp, query: &str) -> (Vec<String>, Value) {
         .await
         .unwrap()
         .get(0);
-    let mut found = Vec::new();
-    scans(&explained[0]["Plan"], &mut found);
+    // Every relation the plan reads with the kind of node that reads it, e.g. `Seq Scan on quotes`.
+    let found = plan_nodes(&explained[0]["Plan"])
+        .into_iter()
+        .filter_map(|(node, relation)| Some(format!("{node} on {}", relation?)))
+        .collect();
     (found, explained)
 }
 

@@ -51,16 +51,7 @@ pub async fn load_history(db: &Client, rows: i64) -> Result<u64> {
         .query_one("SELECT count(DISTINCT coin_key) FROM quotes", &[])
         .await?
         .get(0);
-    let steps = (rows / coins / CURRENCIES.len() as i64).max(1);
-    let every = Duration::from_secs(365 * 24 * 3600 / steps as u64);
-    let every = format!("{} seconds", every.as_secs());
-    db.execute(
-        "SELECT price_history_make_partitions(array(
-             SELECT generate_series($1::timestamptz - interval '366 days', $1::timestamptz, interval '1 day')))",
-        &[&history_end()],
-    )
-    .await
-    .context("making the partitions of price_points")?;
+    let (steps, every) = year_of_points(db, coins, rows).await?;
     let added = db
         .execute(
             "INSERT INTO price_points
@@ -76,6 +67,20 @@ pub async fn load_history(db: &Client, rows: i64) -> Result<u64> {
         .context("loading price_points")?;
     settle(db).await?;
     Ok(added)
+}
+
+/// How many points each coin gets in each of `CURRENCIES` for about `rows` rows, and the interval
+/// between them (as text) over the year before `history_end()`; makes that year's partitions.
+async fn year_of_points(db: &Client, coins: i64, rows: i64) -> Result<(i64, String)> {
+    db.execute(
+        "SELECT price_history_make_partitions(array(
+             SELECT generate_series($1::timestamptz - interval '366 days', $1::timestamptz, interval '1 day')))",
+        &[&history_end()],
+    )
+    .await
+    .context("making a year of partitions")?;
+    let steps = (rows / coins / CURRENCIES.len() as i64).max(1);
+    Ok((steps, format!("{} seconds", 365 * 24 * 3600 / steps)))
 }
 
 /// VACUUM ANALYZE and a checkpoint: a live database is vacuumed, and a checkpoint in the middle of
@@ -140,14 +145,7 @@ pub async fn load_v5(db: &Client, coins: i64, rows: i64) -> Result<()> {
         &[&coins, &history_end(), &CURRENCIES.as_slice()],
     )
     .await?;
-    let steps = (rows / coins / CURRENCIES.len() as i64).max(1);
-    let every = format!("{} seconds", 365 * 24 * 3600 / steps);
-    db.execute(
-        "SELECT price_history_make_partitions(array(
-             SELECT generate_series($1::timestamptz - interval '366 days', $1::timestamptz, interval '1 day')))",
-        &[&history_end()],
-    )
-    .await?;
+    let (steps, every) = year_of_points(db, coins, rows).await?;
     db.execute(
         "INSERT INTO price_history
              (coin_id, vs_currency, price, market_cap, total_volume, source_updated_at, recorded_at, run_id)

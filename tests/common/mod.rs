@@ -215,6 +215,18 @@ fn with_dbname(server: &str, name: &str) -> String {
     url.to_string()
 }
 
+/// Every node of an `EXPLAIN (FORMAT JSON)` plan, depth first: its type and the relation it reads.
+pub fn plan_nodes(plan: &serde_json::Value) -> Vec<(String, Option<String>)> {
+    let mut nodes = vec![(
+        plan["Node Type"].as_str().unwrap_or_default().to_string(),
+        plan["Relation Name"].as_str().map(String::from),
+    )];
+    for child in plan["Plans"].as_array().into_iter().flatten() {
+        nodes.extend(plan_nodes(child));
+    }
+    nodes
+}
+
 /// The first column of every row `sql` returns.
 pub async fn column<T: for<'a> FromSql<'a>>(db: &Client, sql: &str) -> Vec<T> {
     db.query(sql, &[])
