@@ -1,71 +1,12 @@
 //! Parsing `/coins/markets` pages into exact quotes. Pure: no I/O.
-//!
-//! Numbers are read from their JSON text straight into `Decimal`, never through
-//! `f64`, so what CoinGecko wrote (`3.15e-06`, `2.1e+15`, `21000000.0`) is what is stored.
-
-use std::borrow::Cow;
-use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// One coin with a usable price, as CoinGecko wrote it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Quote {
-    pub coin_id: String,
-    pub symbol: Option<String>,
-    pub name: Option<String>,
-    /// The URL of the coin's logo.
-    pub image: Option<String>,
-    pub price: Decimal,
-    pub market_cap: Option<Decimal>,
-    pub market_cap_rank: Option<i32>,
-    pub total_volume: Option<Decimal>,
-    pub high_24h: Option<Decimal>,
-    pub low_24h: Option<Decimal>,
-    pub price_change_24h: Option<Decimal>,
-    pub price_change_percentage_24h: Option<Decimal>,
-    pub circulating_supply: Option<Decimal>,
-    pub total_supply: Option<Decimal>,
-    pub max_supply: Option<Decimal>,
-    pub source_updated_at: Option<DateTime<Utc>>,
-}
-
-/// A coin left out of the run, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// `None` when the entry had no usable id; `position` then tells which one it was.
-    pub coin_id: Option<String>,
-    pub position: usize,
-    pub reason: String,
-}
-
-/// A field that could not be kept: stored as NULL, the coin is kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldWarning {
-    pub coin_id: String,
-    pub field: &'static str,
-    pub problem: String,
-}
-
-// Nearly every entry is a Quote: boxing it would only add an allocation per coin.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
-pub enum Entry {
-    Quote(Quote),
-    Rejected(Rejection),
-}
-
-impl Entry {
-    fn coin_id(&self) -> Option<&str> {
-        match self {
-            Entry::Quote(q) => Some(&q.coin_id),
-            Entry::Rejected(r) => r.coin_id.as_deref(),
-        }
-    }
-}
+use super::numbers::{exact_decimal, json_string, preview};
+use super::{Entry, FieldWarning, Quote, Rejection};
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ParsedPage {
@@ -295,166 +236,6 @@ impl FieldReader<'_> {
     }
 }
 
-fn json_string(raw: &RawValue) -> Result<String, String> {
-    let text = serde_json::from_str::<String>(raw.get())
-        .map_err(|e| format!("{} is not usable text ({e})", preview(raw.get())))?;
-    if text.contains('\0') {
-        return Err(format!(
-            "{} holds a NUL character, which PostgreSQL text cannot store",
-            preview(raw.get())
-        ));
-    }
-    Ok(text)
-}
-
-/// Turns a JSON number's text into the `Decimal` it denotes, or says why it cannot:
-/// never rounds, so a value a `Decimal` cannot hold exactly is an error, not an approximation.
-pub fn exact_decimal(text: &str) -> Result<Decimal, String> {
-    let not_held = |e: rust_decimal::Error| format!("{text} cannot be held exactly ({e})");
-    if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-        return Err(format!("{} is not a number", preview(text)));
-    }
-    match text.split_once(['e', 'E']) {
-        None => Decimal::from_str_exact(text).map_err(not_held),
-        Some((mantissa, _)) => {
-            // from_scientific rounds an over-long mantissa; reject that first.
-            Decimal::from_str_exact(mantissa).map_err(not_held)?;
-            Decimal::from_scientific(text).map_err(not_held)
-        }
-    }
-}
-
-fn preview(text: &str) -> String {
-    const MAX: usize = 60;
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
-    }
-}
-
-/// The page text as PostgreSQL's `jsonb` takes it. JSON allows two escapes that `jsonb` refuses:
-/// a NUL (`\u0000`) and a surrogate without its pair (`\ud800`). Each becomes U+FFFD, as the
-/// parsed values refuse them too; every other byte stays as CoinGecko sent it.
-pub fn jsonb_storable(body: &str) -> Cow<'_, str> {
-    if !body.contains("\\u") {
-        return Cow::Borrowed(body);
-    }
-    let mut storable = String::with_capacity(body.len());
-    let mut rest = body;
-    while let Some(at) = rest.find('\\') {
-        storable.push_str(&rest[..at]);
-        let escape = &rest[at..];
-        // A backslash always starts an escape, so `\\u0000` (the text "\u0000") is kept.
-        let (keep, length) = match utf16_escape(escape) {
-            Some(0) | Some(0xDC00..=0xDFFF) => (false, 6),
-            Some(0xD800..=0xDBFF) => match utf16_escape(&escape[6..]) {
-                Some(0xDC00..=0xDFFF) => (true, 12),
-                _ => (false, 6),
-            },
-            Some(_) => (true, 6),
-            None => (
-                true,
-                1 + escape[1..].chars().next().map_or(0, char::len_utf8),
-            ),
-        };
-        storable.push_str(if keep { &escape[..length] } else { "\\ufffd" });
-        rest = &escape[length..];
-    }
-    storable.push_str(rest);
-    Cow::Owned(storable)
-}
-
-/// The code unit of a `\uXXXX` escape at the start of `text`.
-fn utf16_escape(text: &str) -> Option<u16> {
-    let hex = text.strip_prefix("\\u")?.get(..4)?;
-    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    u16::from_str_radix(hex, 16).ok()
-}
-
-/// A page as received: its text, kept for the raw table.
-#[derive(Debug, Clone)]
-pub struct RawPage {
-    pub number: u32,
-    pub body: String,
-    pub fetched_at: DateTime<Utc>,
-}
-
-/// Gathers the pages of one fetch: keeps each coin id once (its first appearance,
-/// since ranks shift during a crawl) and at most `limit` coins.
-#[derive(Debug, Default)]
-pub struct Market {
-    entries: Vec<Entry>,
-    warnings: Vec<FieldWarning>,
-    seen: HashSet<String>,
-    limit: Option<usize>,
-    repeated_ids: usize,
-}
-
-impl Market {
-    pub fn new(limit: Option<usize>) -> Self {
-        Self {
-            limit,
-            ..Self::default()
-        }
-    }
-
-    pub fn add_page(&mut self, page: ParsedPage) {
-        for entry in page.entries {
-            if self.is_full() {
-                break;
-            }
-            match entry.coin_id() {
-                Some(id) if !self.seen.insert(id.to_string()) => self.repeated_ids += 1,
-                _ => self.entries.push(entry),
-            }
-        }
-        let kept = &self.seen;
-        self.warnings.extend(
-            page.warnings
-                .into_iter()
-                .filter(|w| kept.contains(&w.coin_id)),
-        );
-    }
-
-    pub fn is_full(&self) -> bool {
-        self.limit.is_some_and(|limit| self.entries.len() >= limit)
-    }
-
-    /// How many entries were dropped because their id had already been seen.
-    pub fn repeated_ids(&self) -> usize {
-        self.repeated_ids
-    }
-
-    pub fn warnings(&self) -> &[FieldWarning] {
-        &self.warnings
-    }
-
-    /// The distinct coins received, valid and rejected.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    pub fn quotes(&self) -> impl Iterator<Item = &Quote> {
-        self.entries.iter().filter_map(|e| match e {
-            Entry::Quote(q) => Some(q),
-            Entry::Rejected(_) => None,
-        })
-    }
-
-    pub fn rejections(&self) -> impl Iterator<Item = &Rejection> {
-        self.entries.iter().filter_map(|e| match e {
-            Entry::Rejected(r) => Some(r),
-            Entry::Quote(_) => None,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,51 +257,6 @@ mod tests {
         match parse_page(body).unwrap().entries.pop().unwrap() {
             Entry::Quote(q) => q,
             Entry::Rejected(r) => panic!("rejected: {r:?}"),
-        }
-    }
-
-    #[test]
-    fn only_escapes_jsonb_refuses_are_replaced_in_raw_pages() {
-        let plain = r#"[{"id":"a","name":"\u00e9\ud83d\ude80"}]"#;
-        assert_eq!(jsonb_storable(plain), plain);
-        assert_eq!(
-            jsonb_storable(r#"["a\u0000b","\\u0000","\"\u0000€","\ud800x","\udc00","\ud800"]"#),
-            r#"["a\ufffdb","\\u0000","\"\ufffd€","\ufffdx","\ufffd","\ufffd"]"#
-        );
-    }
-
-    #[test]
-    fn ruby_style_numbers_keep_every_digit() {
-        for (text, expected) in [
-            ("3.15e-06", "0.00000315"),
-            ("1.358e-05", "0.00001358"),
-            ("5.6366e-11", "0.000000000056366"),
-            ("2.1e+15", "2100000000000000"),
-            ("1E+3", "1000"),
-            ("21000000.0", "21000000.0"),
-            ("0.1", "0.1"),
-            ("58083", "58083"),
-            ("-404.16", "-404.16"),
-            (
-                "1234567890.123456789012345678",
-                "1234567890.123456789012345678",
-            ),
-        ] {
-            let parsed = exact_decimal(text).unwrap();
-            assert_eq!(parsed.to_string(), expected, "{text}");
-        }
-    }
-
-    #[test]
-    fn numbers_a_decimal_cannot_hold_are_errors_not_approximations() {
-        for text in [
-            "1e400",
-            "123456789012345678901234567890123",
-            "1.234567890123456789012345678901e-3",
-            "\"12\"",
-            "true",
-        ] {
-            assert!(exact_decimal(text).is_err(), "{text} accepted");
         }
     }
 
@@ -651,24 +387,5 @@ mod tests {
         )
         .unwrap_err();
         assert!(limited.is_rate_limit());
-    }
-
-    #[test]
-    fn market_keeps_first_appearance_and_at_most_the_limit() {
-        let mut market = Market::new(Some(3));
-        market.add_page(
-            parse_page(r#"[{"id":"a","current_price":1},{"id":"b","current_price":2}]"#).unwrap(),
-        );
-        market.add_page(
-            parse_page(r#"[{"id":"b","current_price":9},{"id":"c","current_price":null},{"id":"d","current_price":4}]"#)
-                .unwrap(),
-        );
-        let ids: Vec<&str> = market.quotes().map(|q| q.coin_id.as_str()).collect();
-        assert_eq!(ids, ["a", "b"]);
-        assert_eq!(market.quotes().nth(1).unwrap().price, dec("2"));
-        assert_eq!(market.rejections().count(), 1);
-        assert_eq!(market.len(), 3);
-        assert!(market.is_full());
-        assert_eq!(market.repeated_ids(), 1);
     }
 }
