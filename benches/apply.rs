@@ -769,7 +769,7 @@ impl Bench {
         let (server, wire) = (&self.server, self.server.wire.as_ref());
         let env = settings(&self.stub, coins);
         let config = Config::from_lookup(|name| env.get(name).cloned())?;
-        let vs = config.coingecko.vs_currency.clone();
+        let vs = config.coingecko.vs_currencies[0].clone();
 
         // Run 1 fills the template that every sample starts from.
         let template = server.create(None).await?;
@@ -789,6 +789,8 @@ impl Bench {
         let market = CoinGeckoClient::new(config.coingecko.clone())?
             .fetch(&LogProgress, None)
             .await?
+            .markets
+            .remove(0)
             .market;
         let quotes: Vec<&Quote> = market.quotes().collect();
         let ingest = Ingest::new(config.coingecko.clone(), config.ingest.clone())?;

@@ -89,7 +89,7 @@ struct ChartArgs {
     /// End of the window, like --from. Default: now.
     #[arg(long, value_parser = parse_time)]
     to: Option<DateTime<Utc>>,
-    /// Quote currency. Default: VS_CURRENCY, else usd.
+    /// Quote currency. Default: the first of VS_CURRENCIES (or VS_CURRENCY), else usd.
     #[arg(long)]
     vs_currency: Option<String>,
     /// The picture: its extension, .png or .svg, picks the format.
@@ -124,7 +124,7 @@ pub async fn main() -> ExitCode {
 
 async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     let config = Config::from_env()?;
-    let vs_currency = config.coingecko.vs_currency.clone();
+    let vs_currency = config.coingecko.vs_currencies[0].clone();
     let trigger_id = match &command {
         Command::Run { event: Some(path) } => read_trigger_id(path)?,
         _ => None,

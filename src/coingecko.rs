@@ -1,4 +1,5 @@
-//! The CoinGecko edge: pages of `GET /coins/markets`, with retries inside a time budget.
+//! The CoinGecko edge: pages of `GET /coins/markets` in the first currency, then batches of
+//! `GET /simple/price` for the others, paced and retried inside one time budget.
 
 use std::time::Duration;
 
@@ -10,43 +11,83 @@ use secrecy::ExposeSecret;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::config::{ApiPlan, CoinGeckoConfig, CoinSelection};
-use crate::market::{api_error_message, parse_page, Market, PageError, ParsedPage, RawPage};
+use crate::market::{api_error_message, parse_page, Market, PageError, RawPage, SimplePrices};
 
 /// CoinGecko's largest page.
 pub const PER_PAGE: usize = 250;
+/// Coins priced by one `/simple/price` call: as many as a page holds, so that the further
+/// currencies cost at most as many calls as the pages.
+pub const IDS_PER_PRICE_CALL: usize = 250;
+/// The ids' text of one `/simple/price` call is kept under this, for the URL's sake: CoinGecko
+/// documents no limit, and common proxies refuse URLs over 8 KB.
+const ID_BYTES_PER_PRICE_CALL: usize = 6_000;
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
 const LONGEST_RETRY_DELAY: Duration = Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("CoinGecko refused page {page} with HTTP {status}: {message}{hint}")]
+    #[error("CoinGecko refused {call} with HTTP {status}: {message}{hint}")]
     Refused {
-        page: u32,
+        call: Call,
         status: u16,
         message: String,
         hint: &'static str,
     },
-    #[error("CoinGecko page {page} failed after {attempts} attempts (COINGECKO_MAX_ATTEMPTS); last error: {last}")]
+    #[error("CoinGecko {call} failed after {attempts} attempts (COINGECKO_MAX_ATTEMPTS); last error: {last}")]
     GaveUp {
-        page: u32,
+        call: Call,
         attempts: u32,
         last: String,
     },
-    #[error("CoinGecko page {page} did not arrive within {limit}; last error: {last}")]
+    #[error("CoinGecko {call} did not arrive within {limit}; last error: {last}")]
     OutOfTime {
-        page: u32,
+        call: Call,
         limit: TimeLimit,
         last: String,
     },
-    #[error("fetching {pages} pages at {calls_per_min} requests a minute (COINGECKO_MAX_CALLS_PER_MIN) takes at least {needed:?}, more than {limit}: raise COINGECKO_MAX_CALLS_PER_MIN if your CoinGecko plan allows it, give the fetch more time, or lower TOP_N")]
+    #[error("making {calls} calls at {calls_per_min} requests a minute (COINGECKO_MAX_CALLS_PER_MIN) takes at least {needed:?}, more than {limit}: raise COINGECKO_MAX_CALLS_PER_MIN if your CoinGecko plan allows it, give the fetch more time, or lower TOP_N")]
     TooSlowForTheTimeLeft {
-        pages: u64,
+        calls: u64,
         calls_per_min: u32,
         needed: Duration,
         limit: TimeLimit,
     },
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+}
+
+/// One request of a fetch, as errors and logs name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// A page of `/coins/markets`, from 1.
+    Page(u32),
+    /// A batch of `/simple/price`, from 1, of `of`.
+    Prices { batch: u32, of: u32 },
+}
+
+impl std::fmt::Display for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Call::Page(page) => write!(f, "page {page}"),
+            Call::Prices { batch, of } => write!(f, "/simple/price batch {batch} of {of}"),
+        }
+    }
+}
+
+impl Call {
+    /// The answer to this call, for the raw table.
+    fn raw(self, body: String) -> RawPage {
+        let (endpoint, number) = match self {
+            Call::Page(page) => ("coins/markets", page),
+            Call::Prices { batch, .. } => ("simple/price", batch),
+        };
+        RawPage {
+            endpoint,
+            number,
+            body,
+            fetched_at: Utc::now(),
+        }
+    }
 }
 
 /// How long a fetch may take, and which setting says so.
@@ -81,11 +122,21 @@ fn plan_calls_per_min(plan: ApiPlan, has_key: bool) -> u32 {
     }
 }
 
+/// The coins of one quote currency.
+#[derive(Debug)]
+pub struct CurrencyMarket {
+    pub vs_currency: String,
+    pub market: Market,
+}
+
 /// Everything one fetch brought back.
 #[derive(Debug)]
 pub struct Fetched {
-    pub market: Market,
+    /// One a currency, in the order configured.
+    pub markets: Vec<CurrencyMarket>,
     pub pages: Vec<RawPage>,
+    /// Requests sent, retries included.
+    pub calls: u64,
 }
 
 /// Told of each page as it arrives: a progress bar on a terminal, log lines elsewhere.
@@ -118,6 +169,7 @@ struct Fetch {
     deadline: Instant,
     limit: TimeLimit,
     pacer: Interval,
+    calls: u64,
 }
 
 pub struct CoinGeckoClient {
@@ -154,22 +206,39 @@ impl CoinGeckoClient {
         })
     }
 
-    pub fn vs_currency(&self) -> &str {
-        &self.config.vs_currency
+    /// The quote currencies, the first fetched with `/coins/markets`.
+    pub fn vs_currencies(&self) -> &[String] {
+        &self.config.vs_currencies
+    }
+
+    /// How many coins the selection asks for.
+    fn expected_coins(&self) -> usize {
+        match &self.config.selection {
+            CoinSelection::Top(n) => *n,
+            CoinSelection::Ids(ids) => ids.len(),
+        }
     }
 
     /// How many pages the selection should take, if CoinGecko has that many coins.
     pub fn expected_pages(&self) -> u64 {
-        let coins = match &self.config.selection {
-            CoinSelection::Top(n) => *n,
-            CoinSelection::Ids(ids) => ids.len(),
-        };
-        coins.div_ceil(PER_PAGE) as u64
+        self.expected_coins().div_ceil(PER_PAGE) as u64
     }
 
-    /// Fetches pages until the selection is complete or a page comes back short, starting at
-    /// most `COINGECKO_MAX_CALLS_PER_MIN` requests a minute, retries included, within
-    /// `FETCH_BUDGET_SECS` or `time_left`, whichever is shorter.
+    /// How many calls a run should make: the pages, and the `/simple/price` batches of the
+    /// further currencies (as many, whatever their number, when ids are of the usual length).
+    pub fn expected_calls(&self) -> u64 {
+        let prices = if self.config.vs_currencies.len() > 1 {
+            self.expected_coins().div_ceil(IDS_PER_PRICE_CALL) as u64
+        } else {
+            0
+        };
+        self.expected_pages() + prices
+    }
+
+    /// Fetches pages until the selection is complete or a page comes back short, then prices the
+    /// coins received in the further currencies; starts at most `COINGECKO_MAX_CALLS_PER_MIN`
+    /// requests a minute, retries included, within `FETCH_BUDGET_SECS` or `time_left`, whichever
+    /// is shorter.
     pub async fn fetch(
         &self,
         progress: &dyn FetchProgress,
@@ -186,11 +255,11 @@ impl CoinGeckoClient {
             },
         };
         let spacing = Duration::from_secs(60) / self.calls_per_min;
-        let pages = self.expected_pages();
-        let needed = spacing * pages.saturating_sub(1) as u32;
+        let calls = self.expected_calls();
+        let needed = spacing * calls.saturating_sub(1) as u32;
         if needed > limit.duration {
             return Err(FetchError::TooSlowForTheTimeLeft {
-                pages,
+                calls,
                 calls_per_min: self.calls_per_min,
                 needed,
                 limit,
@@ -202,6 +271,7 @@ impl CoinGeckoClient {
             deadline: Instant::now() + limit.duration,
             limit,
             pacer,
+            calls: 0,
         };
         let limit = match &self.config.selection {
             CoinSelection::Top(n) => Some(*n),
@@ -210,28 +280,63 @@ impl CoinGeckoClient {
         let mut market = Market::new(limit);
         let mut pages = Vec::new();
         for number in 1.. {
-            let (body, parsed) = self.fetch_page(number, &mut fetch).await?;
+            let call = Call::Page(number);
+            let (body, parsed) = self
+                .fetch_call(call, self.page_request(number), &parse_page, &mut fetch)
+                .await?;
             let short = parsed.entries.len() < PER_PAGE;
             market.add_page(parsed);
-            pages.push(RawPage {
-                number,
-                body,
-                fetched_at: Utc::now(),
-            });
+            pages.push(call.raw(body));
             progress.page_fetched(number, market.len());
             if short || market.is_full() {
                 break;
             }
         }
+        let further = &self.config.vs_currencies[1..];
+        let mut markets = Vec::with_capacity(self.config.vs_currencies.len());
+        if !further.is_empty() {
+            let mut prices = SimplePrices::new(further);
+            let ids: Vec<&str> = market.coin_ids().collect();
+            let batches = price_batches(&ids);
+            let of = batches.len() as u32;
+            for (index, batch) in batches.into_iter().enumerate() {
+                let call = Call::Prices {
+                    batch: index as u32 + 1,
+                    of,
+                };
+                let request = self.price_request(batch, further);
+                let parse = |body: &str| SimplePrices::parse_answer(body, further);
+                let (body, answer) = self.fetch_call(call, request, &parse, &mut fetch).await?;
+                prices.add(answer);
+                pages.push(call.raw(body));
+            }
+            markets.extend(further.iter().map(|currency| CurrencyMarket {
+                vs_currency: currency.clone(),
+                market: prices.market_in(currency, &market),
+            }));
+        }
+        markets.insert(
+            0,
+            CurrencyMarket {
+                vs_currency: self.config.vs_currencies[0].clone(),
+                market,
+            },
+        );
         progress.finished();
-        Ok(Fetched { market, pages })
+        Ok(Fetched {
+            markets,
+            pages,
+            calls: fetch.calls,
+        })
     }
 
-    async fn fetch_page(
+    async fn fetch_call<T>(
         &self,
-        page: u32,
+        call: Call,
+        request: reqwest::RequestBuilder,
+        parse: &impl Fn(&str) -> Result<T, PageError>,
         fetch: &mut Fetch,
-    ) -> Result<(String, ParsedPage), FetchError> {
+    ) -> Result<(String, T), FetchError> {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(FIRST_RETRY_DELAY)
             .with_max_delay(LONGEST_RETRY_DELAY)
@@ -241,7 +346,10 @@ impl CoinGeckoClient {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (backoff, last) = match self.attempt(page, fetch).await {
+            let attempt = request
+                .try_clone()
+                .expect("GET requests have no streamed body");
+            let (backoff, last) = match self.attempt(call, attempt, parse, fetch).await {
                 Ok(fetched) => return Ok(fetched),
                 Err(AttemptError::Fatal(e)) => return Err(e),
                 Err(AttemptError::RateLimited {
@@ -252,34 +360,36 @@ impl CoinGeckoClient {
             };
             let Some(wait) = backoff else {
                 return Err(FetchError::GaveUp {
-                    page,
+                    call,
                     attempts,
                     last,
                 });
             };
             if Instant::now() + wait >= fetch.deadline {
                 return Err(FetchError::OutOfTime {
-                    page,
+                    call,
                     limit: fetch.limit,
                     last: format!("{last}; the next attempt would be in {wait:?}"),
                 });
             }
-            tracing::warn!(page, attempt = attempts, error = %last, retry_in_ms = wait.as_millis() as u64, "CoinGecko page failed, retrying");
+            tracing::warn!(%call, attempt = attempts, error = %last, retry_in_ms = wait.as_millis() as u64, "CoinGecko call failed, retrying");
             tokio::time::sleep(wait).await;
         }
     }
 
-    async fn attempt(
+    async fn attempt<T>(
         &self,
-        page: u32,
+        call: Call,
+        request: reqwest::RequestBuilder,
+        parse: &impl Fn(&str) -> Result<T, PageError>,
         fetch: &mut Fetch,
-    ) -> Result<(String, ParsedPage), AttemptError> {
+    ) -> Result<(String, T), AttemptError> {
         fetch.pacer.tick().await;
         let remaining = fetch.deadline.saturating_duration_since(Instant::now());
         let limit = fetch.limit;
         let out_of_time = || {
             AttemptError::Fatal(FetchError::OutOfTime {
-                page,
+                call,
                 limit,
                 last: "the time ran out during the request".into(),
             })
@@ -288,8 +398,8 @@ impl CoinGeckoClient {
             return Err(out_of_time());
         }
         let timeout = remaining.min(self.config.request_timeout);
-        let response = self
-            .request(page)
+        fetch.calls += 1;
+        let response = request
             .timeout(timeout)
             .send()
             .await
@@ -319,13 +429,13 @@ impl CoinGeckoClient {
         }
         if !status.is_success() {
             return Err(AttemptError::Fatal(FetchError::Refused {
-                page,
+                call,
                 status: status.as_u16(),
                 message: message_or_preview(&body),
                 hint: refusal_hint(status),
             }));
         }
-        match parse_page(&body) {
+        match parse(&body) {
             Ok(parsed) => Ok((body, parsed)),
             Err(e) if e.is_rate_limit() => Err(AttemptError::RateLimited {
                 retry_after,
@@ -333,7 +443,7 @@ impl CoinGeckoClient {
             }),
             Err(PageError::Api { code, message }) if (400..500).contains(&code) => {
                 Err(AttemptError::Fatal(FetchError::Refused {
-                    page,
+                    call,
                     status: code,
                     message,
                     hint: refusal_hint(
@@ -345,13 +455,16 @@ impl CoinGeckoClient {
         }
     }
 
-    fn request(&self, page: u32) -> reqwest::RequestBuilder {
-        let url = format!(
-            "{}/coins/markets",
+    fn endpoint(&self, path: &str) -> String {
+        format!(
+            "{}/{path}",
             self.config.base_url.as_str().trim_end_matches('/')
-        );
+        )
+    }
+
+    fn page_request(&self, page: u32) -> reqwest::RequestBuilder {
         let mut query: Vec<(&str, String)> = vec![
-            ("vs_currency", self.config.vs_currency.clone()),
+            ("vs_currency", self.config.vs_currencies[0].clone()),
             ("order", "market_cap_desc".into()),
             ("per_page", PER_PAGE.to_string()),
             ("page", page.to_string()),
@@ -360,14 +473,48 @@ impl CoinGeckoClient {
         if let CoinSelection::Ids(ids) = &self.config.selection {
             query.push(("ids", ids.join(",")));
         }
-        self.http.get(url).query(&query)
+        self.http.get(self.endpoint("coins/markets")).query(&query)
     }
+
+    fn price_request(&self, ids: &[&str], currencies: &[String]) -> reqwest::RequestBuilder {
+        let query = [
+            ("ids", ids.join(",")),
+            ("vs_currencies", currencies.join(",")),
+            ("include_market_cap", "true".into()),
+            ("include_24hr_vol", "true".into()),
+            ("include_24hr_change", "true".into()),
+            ("include_last_updated_at", "true".into()),
+            ("precision", "full".into()),
+        ];
+        self.http.get(self.endpoint("simple/price")).query(&query)
+    }
+}
+
+/// The ids in batches for `/simple/price`: at most [`IDS_PER_PRICE_CALL`] ids and about
+/// `ID_BYTES_PER_PRICE_CALL` bytes of them each (an id longer than that goes alone).
+fn price_batches<'a, 'b>(ids: &'b [&'a str]) -> Vec<&'b [&'a str]> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (end, id) in ids.iter().enumerate() {
+        let full = end - start == IDS_PER_PRICE_CALL || bytes + id.len() > ID_BYTES_PER_PRICE_CALL;
+        if full && end > start {
+            batches.push(&ids[start..end]);
+            start = end;
+            bytes = 0;
+        }
+        bytes += id.len() + 1;
+    }
+    if start < ids.len() {
+        batches.push(&ids[start..]);
+    }
+    batches
 }
 
 fn refusal_hint(status: StatusCode) -> &'static str {
     match status.as_u16() {
         401 | 403 => " (check COINGECKO_API_KEY and COINGECKO_API_PLAN: a pro key needs COINGECKO_API_PLAN=pro)",
-        400 | 404 | 422 => " (check VS_CURRENCY, COIN_IDS and COINGECKO_BASE_URL)",
+        400 | 404 | 422 => " (check VS_CURRENCIES or VS_CURRENCY, COIN_IDS and COINGECKO_BASE_URL)",
         _ => "",
     }
 }
@@ -409,4 +556,31 @@ fn message_or_preview(body: &str) -> String {
             cut
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn price_batches_hold_a_page_of_ids_and_keep_the_url_short() {
+        let ids: Vec<String> = (0..600).map(|n| format!("coin-{n:04}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let sizes: Vec<usize> = price_batches(&ids).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [250, 250, 100]);
+
+        let long = "x".repeat(2_500);
+        let ids = [long.as_str(), "a", long.as_str(), long.as_str(), "b"];
+        let batches = price_batches(&ids);
+        assert_eq!(batches.concat(), ids, "every id once, in order");
+        assert!(
+            batches.iter().all(|b| b.len() == 1
+                || b.iter().map(|id| id.len() + 1).sum::<usize>() <= ID_BYTES_PER_PRICE_CALL),
+            "{:?}",
+            batches.iter().map(|b| b.len()).collect::<Vec<_>>()
+        );
+        let huge = "y".repeat(10_000);
+        assert_eq!(price_batches(&[huge.as_str(), "a"]).len(), 2);
+        assert!(price_batches(&[]).is_empty());
+    }
 }

@@ -132,7 +132,9 @@ pub struct CoinGeckoConfig {
     pub base_url: Url,
     pub plan: ApiPlan,
     pub api_key: Option<SecretString>,
-    pub vs_currency: String,
+    /// The quote currencies, lowercase, at least one: the first is fetched with `/coins/markets`,
+    /// the others with `/simple/price`.
+    pub vs_currencies: Vec<String>,
     pub selection: CoinSelection,
     pub max_attempts: u32,
     pub request_timeout: Duration,
@@ -184,19 +186,13 @@ impl Config {
             Some(list) => CoinSelection::Ids(parse_coin_ids(&list)?),
             None => CoinSelection::Top(env.parse_at_least("TOP_N", 250, 1)?),
         };
-        let vs_currency = env.text("VS_CURRENCY").unwrap_or_else(|| "usd".into());
-        if !vs_currency.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(ConfigError::new(
-                "VS_CURRENCY",
-                format!("{vs_currency:?} is not a currency code such as \"usd\" or \"eur\""),
-            ));
-        }
+        let vs_currencies = vs_currencies(&env)?;
 
         let coingecko = CoinGeckoConfig {
             base_url,
             plan,
             api_key,
-            vs_currency: vs_currency.to_ascii_lowercase(),
+            vs_currencies,
             selection,
             max_attempts: env.parse_at_least("COINGECKO_MAX_ATTEMPTS", 5, 1)?,
             request_timeout: Duration::from_secs(env.parse_at_least(
@@ -231,6 +227,35 @@ impl Config {
             api_key_secret_id: env.text("COINGECKO_API_KEY_SECRET_ID"),
         })
     }
+}
+
+/// `VS_CURRENCIES` (a comma list) or `VS_CURRENCY` (one), never both; `usd` when neither is set.
+fn vs_currencies(env: &Env) -> Result<Vec<String>, ConfigError> {
+    let (var, list) =
+        match (env.text("VS_CURRENCIES"), env.text("VS_CURRENCY")) {
+            (Some(_), Some(_)) => return Err(ConfigError::new(
+                "VS_CURRENCIES",
+                "VS_CURRENCY is set too: set one of them (VS_CURRENCY=usd is VS_CURRENCIES=usd)",
+            )),
+            (Some(list), None) => ("VS_CURRENCIES", list),
+            (None, Some(one)) => ("VS_CURRENCY", one),
+            (None, None) => ("VS_CURRENCY", "usd".to_string()),
+        };
+    let mut currencies: Vec<String> = Vec::new();
+    for code in list.split(',').map(str::trim) {
+        if code.is_empty() || !code.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(ConfigError::new(
+                var,
+                format!("{code:?} is not a currency code such as \"usd\" or \"eur\""),
+            ));
+        }
+        let code = code.to_ascii_lowercase();
+        if currencies.contains(&code) {
+            return Err(ConfigError::new(var, format!("{code} is listed twice")));
+        }
+        currencies.push(code);
+    }
+    Ok(currencies)
 }
 
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
@@ -535,7 +560,7 @@ mod tests {
         let cfg = config(&[]).unwrap();
         assert_eq!(cfg.coingecko.base_url.as_str(), FREE_BASE_URL);
         assert_eq!(cfg.coingecko.plan, ApiPlan::Demo);
-        assert_eq!(cfg.coingecko.vs_currency, "usd");
+        assert_eq!(cfg.coingecko.vs_currencies, ["usd"]);
         assert_eq!(cfg.coingecko.selection, CoinSelection::Top(250));
         assert_eq!(cfg.ingest.threshold_pct, Decimal::new(5, 1));
         assert!(cfg.ingest.store_raw);
@@ -587,6 +612,8 @@ mod tests {
             ("DB_STATEMENT_TIMEOUT_SECS", "soon"),
             ("AUTO_MIGRATE", "sometimes"),
             ("VS_CURRENCY", "us d"),
+            ("VS_CURRENCIES", "usd,,eur"),
+            ("VS_CURRENCIES", "usd,EUR,eur"),
             ("COIN_IDS", ",,"),
             ("DATABASE_URL", "postgres://u:pw@host:notaport/db"),
             ("DB_PORT", "fifty"),
@@ -604,6 +631,20 @@ mod tests {
             assert_eq!(err.var, var);
             assert!(err.to_string().starts_with(var), "{err}");
         }
+    }
+
+    #[test]
+    fn several_currencies_keep_their_order_and_one_form_excludes_the_other() {
+        let cfg = config(&[("VS_CURRENCIES", " usd, EUR ,btc")]).unwrap();
+        assert_eq!(cfg.coingecko.vs_currencies, ["usd", "eur", "btc"]);
+        let cfg = config(&[("VS_CURRENCY", "EUR")]).unwrap();
+        assert_eq!(cfg.coingecko.vs_currencies, ["eur"]);
+        let both = config(&[("VS_CURRENCIES", "usd,eur"), ("VS_CURRENCY", "usd")]).unwrap_err();
+        let text = both.to_string();
+        assert!(
+            text.contains("VS_CURRENCIES") && text.contains("VS_CURRENCY is set too"),
+            "{text}"
+        );
     }
 
     #[test]

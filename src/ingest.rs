@@ -11,8 +11,8 @@ use crate::coingecko::{CoinGeckoClient, FetchError, FetchProgress, LogProgress};
 use crate::config::{CoinGeckoConfig, IngestConfig};
 use crate::market::{Market, Quote};
 use crate::replay::RecordedAnswer;
-use crate::store::{HeldCoin, Store, StoreError, Written};
-use crate::summary::{Counts, Summary, Timings};
+use crate::store::{Apply, HeldCoin, Store, StoreError, Written};
+use crate::summary::{Counts, Requests, Summary, Timings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -122,7 +122,7 @@ impl Ingest {
         source: Source<'_>,
     ) -> Result<Summary, RunError> {
         let fetched;
-        let (market, pages, recorded_at, fetch) = match source {
+        let (markets, pages, recorded_at, fetch, calls) = match source {
             Source::Live { time_left } => {
                 // The apply may wait this long for the lock and its statement: the fetch leaves it that.
                 let apply_bound = self.settings.lock_timeout + self.settings.statement_timeout;
@@ -132,21 +132,30 @@ impl Ingest {
                     .coingecko
                     .fetch(self.progress.as_ref(), time_left)
                     .await?;
+                let markets: Vec<(&str, &Market)> = fetched
+                    .markets
+                    .iter()
+                    .map(|m| (m.vs_currency.as_str(), &m.market))
+                    .collect();
                 let fetch = fetch_started.elapsed();
-                (&fetched.market, fetched.pages.as_slice(), None, fetch)
+                (
+                    markets,
+                    fetched.pages.as_slice(),
+                    None,
+                    fetch,
+                    fetched.calls,
+                )
             }
-            // The files are the archive of the raw answers: no raw pages.
+            // A recorded answer is a `/coins/markets` answer in the first currency; the files are
+            // the archive of the raw answers: no raw pages.
             Source::Recorded(answer) => (
-                &answer.market,
+                vec![(self.coingecko.vs_currencies()[0].as_str(), &answer.market)],
                 &[][..],
                 Some(answer.recorded_at),
                 Duration::ZERO,
+                0,
             ),
         };
-        log_problems(market);
-        let vs_currency = self.coingecko.vs_currency();
-        let quotes: Vec<&Quote> = market.quotes().collect();
-        let coin_ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
 
         let apply_started = Instant::now();
         let apply = store
@@ -160,39 +169,32 @@ impl Ingest {
                 return Ok(duplicate);
             }
         }
-        if let Source::Recorded(answer) = source {
-            if let Some(held) = apply.latest_price_time(vs_currency).await? {
-                if held > answer.recorded_at {
-                    return Err(RunError::OutOfOrder {
-                        file: answer.file.clone(),
-                        vs_currency: vs_currency.to_string(),
-                        recorded_at: answer.recorded_at,
-                        held,
-                    });
+        let mut counts = Vec::with_capacity(markets.len());
+        for &(vs_currency, market) in &markets {
+            log_problems(vs_currency, market);
+            if let Source::Recorded(answer) = source {
+                if let Some(held) = apply.latest_price_time(vs_currency).await? {
+                    if held > answer.recorded_at {
+                        return Err(RunError::OutOfOrder {
+                            file: answer.file.clone(),
+                            vs_currency: vs_currency.to_string(),
+                            recorded_at: answer.recorded_at,
+                            held,
+                        });
+                    }
                 }
             }
+            let written = self
+                .write_currency(&apply, run_id, vs_currency, market, recorded_at)
+                .await?;
+            counts.push(Counts {
+                vs_currency: vs_currency.to_string(),
+                fetched: market.len() as u64,
+                rejected: market.rejections().count() as u64,
+                upserted: written.upserted,
+                history_inserted: written.history_inserted,
+            });
         }
-        let held = apply.held_coins(vs_currency, &coin_ids).await?;
-        let held: Vec<Option<&HeldCoin>> = quotes.iter().map(|q| held.get(&q.coin_id)).collect();
-        let keys: Vec<Option<i32>> = held.iter().map(|h| h.map(|h| h.coin_key)).collect();
-        let recordable: Vec<bool> = quotes
-            .iter()
-            .zip(&held)
-            .map(|(q, h)| {
-                let reference = h.and_then(|h| h.recorded_price);
-                cdc::is_recordable(q.price, reference, self.settings.threshold_pct)
-            })
-            .collect();
-        let written = apply
-            .write_prices(
-                run_id,
-                vs_currency,
-                &quotes,
-                &keys,
-                &recordable,
-                recorded_at,
-            )
-            .await?;
         let apply_before_raw = apply_started.elapsed();
         let raw_started = Instant::now();
         // Pruned first, so that a run always keeps its own pages, even with a retention of 0 days.
@@ -207,15 +209,20 @@ impl Ingest {
         }
         let raw = raw_started.elapsed();
 
-        let counts = counts(market, written, pages.len());
+        let requests = Requests {
+            pages: pages
+                .iter()
+                .filter(|p| p.endpoint == "coins/markets")
+                .count() as u64,
+            calls,
+        };
         let mut timings = Timings {
             duration: started.elapsed(),
             fetch,
             apply: apply_before_raw,
             raw,
         };
-        let summary =
-            Summary::succeeded(run_id, trigger_id, vs_currency.to_string(), counts, timings);
+        let summary = Summary::succeeded(run_id, trigger_id, counts, requests, timings);
         // The summary is stored in the transaction it describes, so the stored one cannot time
         // the commit; the one returned does, as part of the apply.
         let finish_started = Instant::now();
@@ -224,22 +231,46 @@ impl Ingest {
         timings.duration = started.elapsed();
         Ok(summary.timed(timings))
     }
-}
 
-/// What a run's summary counts, from what it fetched and what its apply wrote.
-fn counts(market: &Market, written: Written, pages: usize) -> Counts {
-    Counts {
-        fetched: market.len() as u64,
-        rejected: market.rejections().count() as u64,
-        upserted: written.upserted,
-        history_inserted: written.history_inserted,
-        pages: pages as u64,
+    /// One currency's CDC stream: the rule against each coin's reference in that currency.
+    async fn write_currency(
+        &self,
+        apply: &Apply<'_>,
+        run_id: Uuid,
+        vs_currency: &str,
+        market: &Market,
+        recorded_at: Option<DateTime<Utc>>,
+    ) -> Result<Written, RunError> {
+        let quotes: Vec<&Quote> = market.quotes().collect();
+        let coin_ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
+        let held = apply.held_coins(vs_currency, &coin_ids).await?;
+        let held: Vec<Option<&HeldCoin>> = quotes.iter().map(|q| held.get(&q.coin_id)).collect();
+        let keys: Vec<Option<i32>> = held.iter().map(|h| h.map(|h| h.coin_key)).collect();
+        let recordable: Vec<bool> = quotes
+            .iter()
+            .zip(&held)
+            .map(|(q, h)| {
+                let reference = h.and_then(|h| h.recorded_price);
+                cdc::is_recordable(q.price, reference, self.settings.threshold_pct)
+            })
+            .collect();
+        Ok(apply
+            .write_prices(
+                run_id,
+                vs_currency,
+                &quotes,
+                &keys,
+                &recordable,
+                recorded_at,
+            )
+            .await?)
     }
 }
 
-fn log_problems(market: &Market) {
+fn log_problems(vs_currency: &str, market: &Market) {
     for rejection in market.rejections() {
         tracing::warn!(
+            vs_currency,
             coin_id = rejection.coin_id.as_deref().unwrap_or("<none>"),
             position = rejection.position,
             reason = %rejection.reason,
@@ -248,6 +279,7 @@ fn log_problems(market: &Market) {
     }
     for warning in market.warnings() {
         tracing::warn!(
+            vs_currency,
             coin_id = %warning.coin_id,
             field = warning.field,
             problem = %warning.problem,

@@ -114,7 +114,7 @@ impl ReplaySummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::{Counts, Timings};
+    use crate::summary::{Counts, Requests, Timings};
     use uuid::Uuid;
 
     const ANSWER: &str = r#"[
@@ -173,14 +173,14 @@ mod tests {
         let mut summary = Summary::succeeded(
             Uuid::nil(),
             None,
-            "usd".into(),
-            Counts {
+            vec![Counts {
+                vs_currency: "usd".into(),
                 fetched: 100,
                 rejected: 1,
                 upserted: 60,
                 history_inserted,
-                pages: 1,
-            },
+            }],
+            Requests { pages: 1, calls: 1 },
             Timings {
                 duration: std::time::Duration::from_millis(20),
                 ..Timings::default()

@@ -53,15 +53,17 @@ impl FromStr for RunState {
     }
 }
 
-/// What one run did. Always `fetched = rejected + history_inserted + unchanged`.
+/// What one run did. Always `fetched = rejected + history_inserted + unchanged`, in total and
+/// in each currency; the totals add up the currencies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub run_id: Uuid,
     pub trigger_id: Option<String>,
     /// `succeeded`, or `duplicate` for a trigger that had already succeeded.
     pub status: RunState,
+    /// The quote currencies, comma-separated in the order configured (`usd` or `usd,eur,btc`).
     pub vs_currency: String,
-    /// Distinct coins received.
+    /// Distinct coins received, once in each currency.
     pub fetched: u64,
     /// Coins left out for a missing, non-numeric or negative price.
     pub rejected: u64,
@@ -70,7 +72,15 @@ pub struct Summary {
     pub history_inserted: u64,
     /// Valid coins whose price did not move past the threshold.
     pub unchanged: u64,
+    /// Pages of `/coins/markets`.
     pub pages: u64,
+    /// Requests to CoinGecko, retries included: the pages and the `/simple/price` batches.
+    /// Summaries written before several currencies lack it: it reads as 0.
+    #[serde(default)]
+    pub calls: u64,
+    /// One entry a currency, in the order configured.
+    #[serde(default)]
+    pub currencies: Vec<CurrencySummary>,
     /// The whole run, from its start to its commit.
     pub duration_ms: u64,
     /// Fetching and parsing every page; 0 for a recorded answer. Summaries written before the
@@ -86,6 +96,17 @@ pub struct Summary {
     pub raw_ms: u64,
 }
 
+/// What one run did in one quote currency: its own CDC stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrencySummary {
+    pub vs_currency: String,
+    pub fetched: u64,
+    pub rejected: u64,
+    pub upserted: u64,
+    pub history_inserted: u64,
+    pub unchanged: u64,
+}
+
 /// Where a run's time went. The phases do not overlap and all fall within `duration`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Timings {
@@ -95,35 +116,60 @@ pub struct Timings {
     pub raw: Duration,
 }
 
-/// The counts a run's apply produces, before they become a [`Summary`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The counts a run's apply produces in one currency, before they become a [`Summary`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counts {
+    pub vs_currency: String,
     pub fetched: u64,
     pub rejected: u64,
     pub upserted: u64,
     pub history_inserted: u64,
+}
+
+/// The requests a run made to CoinGecko.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requests {
     pub pages: u64,
+    pub calls: u64,
 }
 
 impl Summary {
     pub fn succeeded(
         run_id: Uuid,
         trigger_id: Option<String>,
-        vs_currency: String,
-        counts: Counts,
+        counts: Vec<Counts>,
+        requests: Requests,
         timings: Timings,
     ) -> Self {
+        let currencies: Vec<CurrencySummary> = counts
+            .into_iter()
+            .map(|c| CurrencySummary {
+                unchanged: c.fetched - c.rejected - c.history_inserted,
+                vs_currency: c.vs_currency,
+                fetched: c.fetched,
+                rejected: c.rejected,
+                upserted: c.upserted,
+                history_inserted: c.history_inserted,
+            })
+            .collect();
+        let total = |count: fn(&CurrencySummary) -> u64| currencies.iter().map(count).sum();
         let summary = Self {
             run_id,
             trigger_id,
             status: RunState::Succeeded,
-            vs_currency,
-            fetched: counts.fetched,
-            rejected: counts.rejected,
-            upserted: counts.upserted,
-            history_inserted: counts.history_inserted,
-            unchanged: counts.fetched - counts.rejected - counts.history_inserted,
-            pages: counts.pages,
+            vs_currency: currencies
+                .iter()
+                .map(|c| c.vs_currency.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            fetched: total(|c| c.fetched),
+            rejected: total(|c| c.rejected),
+            upserted: total(|c| c.upserted),
+            history_inserted: total(|c| c.history_inserted),
+            unchanged: total(|c| c.unchanged),
+            pages: requests.pages,
+            calls: requests.calls,
+            currencies,
             duration_ms: 0,
             fetch_ms: 0,
             apply_ms: 0,
@@ -158,18 +204,22 @@ impl Summary {
 mod tests {
     use super::*;
 
+    fn counts(vs_currency: &str, fetched: u64, rejected: u64, history_inserted: u64) -> Counts {
+        Counts {
+            vs_currency: vs_currency.into(),
+            fetched,
+            rejected,
+            upserted: 40,
+            history_inserted,
+        }
+    }
+
     fn summary() -> Summary {
         Summary::succeeded(
             Uuid::from_u128(0x019ac6f2_0000_7000_8000_000000000001),
             Some("t1".into()),
-            "usd".into(),
-            Counts {
-                fetched: 100,
-                rejected: 3,
-                upserted: 40,
-                history_inserted: 12,
-                pages: 1,
-            },
+            vec![counts("usd", 100, 3, 12)],
+            Requests { pages: 1, calls: 1 },
             Timings {
                 duration: Duration::from_millis(250),
                 ..Timings::default()
@@ -182,6 +232,36 @@ mod tests {
         let s = summary();
         assert_eq!(s.unchanged, 85);
         assert_eq!(s.fetched, s.rejected + s.history_inserted + s.unchanged);
+    }
+
+    #[test]
+    fn the_totals_add_up_the_currencies_and_each_currency_adds_up() {
+        let s = Summary::succeeded(
+            Uuid::nil(),
+            None,
+            vec![
+                counts("usd", 100, 3, 12),
+                counts("eur", 100, 7, 1),
+                counts("btc", 100, 100, 0),
+            ],
+            Requests { pages: 1, calls: 2 },
+            Timings::default(),
+        );
+        assert_eq!(s.vs_currency, "usd,eur,btc");
+        assert_eq!(
+            (s.fetched, s.rejected, s.history_inserted, s.upserted),
+            (300, 110, 13, 120)
+        );
+        assert_eq!(s.fetched, s.rejected + s.history_inserted + s.unchanged);
+        let unchanged: Vec<u64> = s.currencies.iter().map(|c| c.unchanged).collect();
+        assert_eq!(unchanged, [85, 92, 0]);
+        for c in &s.currencies {
+            assert_eq!(
+                c.fetched,
+                c.rejected + c.history_inserted + c.unchanged,
+                "{c:?}"
+            );
+        }
     }
 
     #[test]
@@ -198,6 +278,8 @@ mod tests {
             "history_inserted",
             "unchanged",
             "pages",
+            "calls",
+            "currencies",
             "duration_ms",
             "fetch_ms",
             "apply_ms",
@@ -253,6 +335,7 @@ mod tests {
             (read.duration_ms, read.fetch_ms, read.apply_ms, read.raw_ms),
             (250, 0, 0, 0)
         );
+        assert_eq!((read.calls, read.currencies.len()), (0, 0));
         assert_eq!(read.into_duplicate().fetched, 100);
     }
 }

@@ -297,9 +297,10 @@ async fn requests_are_spaced_to_stay_under_the_calls_per_minute() {
     assert_eq!(arrivals.len(), 4);
     for pair in arrivals.windows(2) {
         let gap = pair[1] - pair[0];
-        // 240 a minute: one every 250 ms (a few ms of timer slack allowed).
+        // 240 a minute: one every 250 ms. Measured on arrival, a gap also carries the jitter of
+        // sending on a busy 2-core machine: 25 ms of it are allowed (unpaced, gaps are ~1 ms).
         assert!(
-            gap >= Duration::from_millis(245),
+            gap >= Duration::from_millis(225),
             "{gap:?} between requests"
         );
     }
@@ -315,7 +316,7 @@ async fn a_crawl_that_cannot_fit_its_time_fails_before_its_first_request() {
     let error = app.try_run(None).await.unwrap_err().to_string();
 
     assert!(
-        error.contains("70 pages at 30 requests a minute (COINGECKO_MAX_CALLS_PER_MIN)")
+        error.contains("70 calls at 30 requests a minute (COINGECKO_MAX_CALLS_PER_MIN)")
             && error.contains("138s")
             && error.contains("FETCH_BUDGET_SECS")
             && error.contains("TOP_N"),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use coingecko_cdc::lambda::{handle, metrics_record, Migrated, Response};
 use coingecko_cdc::secrets::{SecretError, SecretSource};
-use coingecko_cdc::summary::{Counts, RunState, Summary, Timings};
+use coingecko_cdc::summary::{Counts, Requests, RunState, Summary, Timings};
 use common::{fixture, spawn_app};
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde_json::{json, Value};
@@ -232,7 +232,7 @@ async fn a_crawl_longer_than_the_time_left_before_the_deadline_fails_before_fetc
     assert_eq!(diagnostic.error_type, "CoinGeckoFailed");
     let message = diagnostic.error_message;
     assert!(
-        message.contains("10 pages at 10 requests a minute")
+        message.contains("10 calls at 10 requests a minute")
             && message.contains("54s")
             && message.contains("before the function times out"),
         "{message}"
@@ -304,14 +304,14 @@ fn a_run() -> Summary {
     Summary::succeeded(
         Uuid::nil(),
         Some("t".into()),
-        "usd".into(),
-        Counts {
+        vec![Counts {
+            vs_currency: "usd".into(),
             fetched: 10,
             rejected: 1,
             upserted: 4,
             history_inserted: 3,
-            pages: 1,
-        },
+        }],
+        Requests { pages: 1, calls: 1 },
         Timings {
             duration: Duration::from_millis(1234),
             fetch: Duration::from_millis(900),

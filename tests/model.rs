@@ -3,15 +3,20 @@
 //! `price_history` and the summary must equal what a small reference model of the documented
 //! rule says, digit for digit. proptest shrinks a failure to a minimal sequence of runs.
 //!
+//! With several quote currencies, each currency's stream must equal the same model fed that
+//! currency's prices.
+//!
 //! `CDC_MODEL_CASES` sets how many sequences are tried (default 96, about 290 runs);
-//! `CDC_OVERLAP_CASES` how many sets of 4–8 overlapping runs (default 24, about 140 runs).
+//! `CDC_OVERLAP_CASES` how many sets of 4–8 overlapping runs (default 24, about 140 runs);
+//! `CDC_CURRENCY_CASES` how many sequences in three currencies (default 48, about 120 runs).
 
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 
-use coingecko_cdc::summary::Summary;
+use coingecko_cdc::summary::{CurrencySummary, Summary};
+use common::simple_price::PriceBook;
 use common::{page, spawn_app, TestApp};
 use futures::future::join_all;
 use proptest::prelude::*;
@@ -38,6 +43,8 @@ const PRICES: [&str; 14] = [
     "3.15e-06",
 ];
 const THRESHOLDS: [&str; 5] = ["0", "0.5", "1", "50", "10000"];
+/// The currencies priced by `/simple/price` after usd's `/coins/markets`.
+const FURTHER: [&str; 2] = ["eur", "btc"];
 
 /// One entry of an answer: a coin, its price (None: null, so rejected) and its last_updated minute.
 #[derive(Debug, Clone)]
@@ -70,6 +77,29 @@ fn runs_of(count: std::ops::Range<u32>) -> impl Strategy<Value = Vec<Vec<Entry>>
         (0..count)
             .map(|run| prop::collection::vec(entry(run), 0..7))
             .collect::<Vec<_>>()
+    })
+}
+
+/// A further currency's price for each coin in one run: a price, `Some(None)` for null, `None`
+/// when the answer leaves the currency out.
+type FurtherPrices = Vec<Option<Option<&'static str>>>;
+
+/// Runs in usd, each with the prices of every further currency.
+fn runs_in_currencies() -> impl Strategy<Value = Vec<(Vec<Entry>, Vec<FurtherPrices>)>> {
+    runs_of(1..5).prop_flat_map(|runs| {
+        let further = prop::collection::vec(
+            prop::collection::vec(
+                prop::option::weighted(
+                    0.9,
+                    prop::option::weighted(0.9, prop::sample::select(PRICES.to_vec())),
+                ),
+                COINS.len(),
+            ),
+            FURTHER.len(),
+        );
+        let count = runs.len();
+        (Just(runs), prop::collection::vec(further, count))
+            .prop_map(|(runs, further)| runs.into_iter().zip(further).collect())
     })
 }
 
@@ -142,11 +172,12 @@ fn parse(text: &str) -> Decimal {
         .unwrap()
 }
 
-async fn stored_current(app: &TestApp) -> BTreeMap<String, (Decimal, String)> {
+async fn stored_current(app: &TestApp, currency: &str) -> BTreeMap<String, (Decimal, String)> {
     app.db
         .query(
-            "SELECT coin_id, price::text, to_char(source_updated_at AT TIME ZONE 'UTC', 'HH24:MI') FROM current_prices",
-            &[],
+            "SELECT coin_id, price::text, to_char(source_updated_at AT TIME ZONE 'UTC', 'HH24:MI')
+             FROM current_prices WHERE vs_currency = $1",
+            &[&currency],
         )
         .await
         .unwrap()
@@ -155,14 +186,14 @@ async fn stored_current(app: &TestApp) -> BTreeMap<String, (Decimal, String)> {
         .collect()
 }
 
-async fn stored_history(app: &TestApp) -> BTreeMap<String, Vec<(String, String)>> {
+async fn stored_history(app: &TestApp, currency: &str) -> BTreeMap<String, Vec<(String, String)>> {
     let mut history: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     let rows = app
         .db
         .query(
             "SELECT coin_id, price::text, to_char(source_updated_at AT TIME ZONE 'UTC', 'HH24:MI')
-             FROM price_history ORDER BY coin_id, source_updated_at",
-            &[],
+             FROM price_history WHERE vs_currency = $1 ORDER BY coin_id, source_updated_at",
+            &[&currency],
         )
         .await
         .unwrap();
@@ -180,6 +211,8 @@ fn clock(minute: u32) -> String {
 }
 
 fn assert_summary(summary: &Summary, expected: &Expected, run: &str) -> Result<(), TestCaseError> {
+    prop_assert_eq!(summary.currencies.len(), 1, "{}: currencies", run);
+    assert_counts(&summary.currencies[0], expected, run)?;
     prop_assert_eq!(summary.fetched, expected.fetched, "{}: fetched", run);
     prop_assert_eq!(summary.rejected, expected.rejected, "{}: rejected", run);
     prop_assert_eq!(
@@ -191,18 +224,60 @@ fn assert_summary(summary: &Summary, expected: &Expected, run: &str) -> Result<(
     Ok(())
 }
 
-/// `current_prices` and `price_history` against the model, row for row and digit for digit.
+fn assert_counts(
+    counts: &CurrencySummary,
+    expected: &Expected,
+    run: &str,
+) -> Result<(), TestCaseError> {
+    let currency = &counts.vs_currency;
+    prop_assert_eq!(
+        counts.fetched,
+        expected.fetched,
+        "{} {}: fetched",
+        run,
+        currency
+    );
+    prop_assert_eq!(
+        counts.rejected,
+        expected.rejected,
+        "{} {}: rejected",
+        run,
+        currency
+    );
+    prop_assert_eq!(
+        counts.history_inserted,
+        expected.history_inserted,
+        "{} {}: history_inserted",
+        run,
+        currency
+    );
+    Ok(())
+}
+
+/// `current_prices` and `price_history` in usd against the model.
 async fn assert_tables(app: &TestApp, model: &Model, run: &str) -> Result<(), TestCaseError> {
+    assert_tables_in(app, "usd", model, run).await
+}
+
+/// `current_prices` and `price_history` in `currency` against the model, row for row and digit
+/// for digit.
+async fn assert_tables_in(
+    app: &TestApp,
+    currency: &str,
+    model: &Model,
+    run: &str,
+) -> Result<(), TestCaseError> {
     let want_current: BTreeMap<String, (Decimal, String)> = model
         .current
         .iter()
         .map(|(coin, (price, minute))| (coin.to_string(), (*price, clock(*minute))))
         .collect();
     prop_assert_eq!(
-        stored_current(app).await,
+        stored_current(app, currency).await,
         want_current,
-        "{}: current_prices",
-        run
+        "{} {}: current_prices",
+        run,
+        currency
     );
     // Stored rows come in time order; overlapping runs may have applied an older answer last.
     let want_history: BTreeMap<String, Vec<(String, String)>> = model
@@ -219,10 +294,11 @@ async fn assert_tables(app: &TestApp, model: &Model, run: &str) -> Result<(), Te
         })
         .collect();
     prop_assert_eq!(
-        stored_history(app).await,
+        stored_history(app, currency).await,
         want_history,
-        "{}: price_history",
-        run
+        "{} {}: price_history",
+        run,
+        currency
     );
     Ok(())
 }
@@ -254,6 +330,76 @@ async fn check(threshold: &'static str, runs: Vec<Vec<Entry>>) -> Result<(), Tes
         assert_tables(&app, &model, &run).await?;
     }
     Ok(())
+}
+
+/// Runs in usd, eur and btc: usd from `/coins/markets`, the others from `/simple/price`. Each
+/// currency's stream is the model fed that currency's prices for the coins of the usd answer.
+async fn check_currencies(
+    threshold: &'static str,
+    runs: Vec<(Vec<Entry>, Vec<FurtherPrices>)>,
+) -> Result<(), TestCaseError> {
+    let mut app = spawn_app().await;
+    app.set("CDC_THRESHOLD_PCT", threshold);
+    app.set("VS_CURRENCIES", &format!("usd,{}", FURTHER.join(",")));
+    let book = PriceBook::default();
+    let mut models: Vec<Model> = (0..=FURTHER.len()).map(|_| Model::default()).collect();
+    for (number, (answer, further)) in runs.iter().enumerate() {
+        app.serve(&[answer_page(answer)]).await;
+        book.clear();
+        let mut seen = HashSet::new();
+        let firsts: Vec<&Entry> = answer.iter().filter(|e| seen.insert(e.coin)).collect();
+        let mut streams = vec![answer.clone()];
+        for (currency, prices) in FURTHER.iter().zip(further) {
+            let stream = firsts
+                .iter()
+                .map(|e| {
+                    let price = prices[e.coin];
+                    if let Some(text) = price {
+                        book.set(
+                            COINS[e.coin],
+                            currency,
+                            text.unwrap_or("null"),
+                            unix(e.minute),
+                        );
+                    }
+                    Entry {
+                        coin: e.coin,
+                        price: price.flatten(),
+                        minute: e.minute,
+                    }
+                })
+                .collect();
+            streams.push(stream);
+        }
+        book.serve_on(&app.coingecko).await;
+
+        let summary = app.run().await;
+
+        let run = format!("run {number}");
+        let currencies = std::iter::once("usd").chain(FURTHER);
+        prop_assert_eq!(summary.currencies.len(), streams.len());
+        for (((currency, stream), model), counts) in currencies
+            .zip(&streams)
+            .zip(&mut models)
+            .zip(&summary.currencies)
+        {
+            let expected = model.apply(stream, parse(threshold));
+            prop_assert_eq!(&counts.vs_currency, currency);
+            assert_counts(counts, &expected, &run)?;
+            assert_tables_in(&app, currency, model, &run).await?;
+        }
+        prop_assert_eq!(
+            summary.fetched,
+            summary.rejected + summary.history_inserted + summary.unchanged
+        );
+    }
+    Ok(())
+}
+
+fn unix(minute: u32) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(&timestamp(minute))
+        .unwrap()
+        .timestamp()
 }
 
 /// All runs start at once, each fetching its own answer from its own stub. They apply one at
@@ -341,5 +487,17 @@ proptest! {
         answers in runs_of(4..9),
     ) {
         block_on(check_overlapping(threshold, answers))?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases("CDC_CURRENCY_CASES", 48), ..ProptestConfig::default() })]
+
+    #[test]
+    fn each_currency_matches_the_model_fed_its_prices(
+        threshold in prop::sample::select(THRESHOLDS.to_vec()),
+        runs in runs_in_currencies(),
+    ) {
+        block_on(check_currencies(threshold, runs))?;
     }
 }

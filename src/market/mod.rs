@@ -1,10 +1,12 @@
 //! What CoinGecko's answers hold, as exact values. Pure: no I/O.
 //!
-//! [`page`] parses `/coins/markets`, [`numbers`] reads JSON numbers into `Decimal` without `f64`,
+//! [`page`] parses `/coins/markets`, [`simple_price`] `/simple/price`, [`numbers`] reads JSON
+//! numbers into `Decimal` without `f64`,
 //! and [`Market`] gathers the pages of one fetch.
 
 mod numbers;
 mod page;
+mod simple_price;
 
 use std::collections::HashSet;
 
@@ -13,6 +15,7 @@ use rust_decimal::Decimal;
 
 pub use numbers::{exact_decimal, jsonb_storable};
 pub use page::{api_error_message, parse_page, PageError, ParsedPage};
+pub use simple_price::{PriceAnswer, SimplePrices};
 
 /// One coin with a usable price, as CoinGecko wrote it.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +39,16 @@ pub struct Quote {
     pub source_updated_at: Option<DateTime<Utc>>,
 }
 
+impl Quote {
+    pub fn description(&self) -> Description {
+        Description {
+            symbol: self.symbol.clone(),
+            name: self.name.clone(),
+            image: self.image.clone(),
+        }
+    }
+}
+
 /// A coin left out of the run, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -43,6 +56,16 @@ pub struct Rejection {
     pub coin_id: Option<String>,
     pub position: usize,
     pub reason: String,
+    /// What the answer said of the coin, for the currencies in which it does have a price.
+    pub description: Description,
+}
+
+/// How a coin is shown: what `/coins/markets` says of it besides its prices.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Description {
+    pub symbol: Option<String>,
+    pub name: Option<String>,
+    pub image: Option<String>,
 }
 
 /// A field that could not be kept: stored as NULL, the coin is kept.
@@ -70,9 +93,12 @@ impl Entry {
     }
 }
 
-/// A page as received: its text, kept for the raw table.
+/// An answer as received: its text, kept for the raw table.
 #[derive(Debug, Clone)]
 pub struct RawPage {
+    /// `coins/markets` or `simple/price`.
+    pub endpoint: &'static str,
+    /// The page, or the batch of `/simple/price`, from 1.
     pub number: u32,
     pub body: String,
     pub fetched_at: DateTime<Utc>,
@@ -95,6 +121,25 @@ impl Market {
             limit,
             ..Self::default()
         }
+    }
+
+    /// A market whose coins are already distinct (built from another market).
+    fn from_entries(entries: Vec<Entry>, warnings: Vec<FieldWarning>) -> Self {
+        Self {
+            entries,
+            warnings,
+            ..Self::default()
+        }
+    }
+
+    /// The ids of the coins received, valid and rejected, in the order received.
+    pub fn coin_ids(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().filter_map(Entry::coin_id)
+    }
+
+    /// Every coin received, valid and rejected, in the order received.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
     }
 
     pub fn add_page(&mut self, page: ParsedPage) {

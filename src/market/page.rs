@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::numbers::{exact_decimal, json_string, preview};
-use super::{Entry, FieldWarning, Quote, Rejection};
+use super::{Description, Entry, FieldWarning, Quote, Rejection};
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ParsedPage {
@@ -53,6 +53,24 @@ pub fn api_error_message(body: &str) -> Option<String> {
         .map(|m| m.trim().to_string())
 }
 
+/// CoinGecko's error object, when `body` is one: it comes with HTTP 200 too.
+pub(super) fn api_error(body: &str) -> Option<PageError> {
+    match serde_json::from_str::<ApiErrorBody>(body) {
+        Ok(ApiErrorBody {
+            status:
+                Some(ApiErrorStatus {
+                    error_code: Some(code),
+                    error_message,
+                }),
+            ..
+        }) => Some(PageError::Api {
+            code,
+            message: error_message.unwrap_or_default().trim().to_string(),
+        }),
+        _ => None,
+    }
+}
+
 /// Every field is taken as raw JSON text so that each can be judged on its own:
 /// one odd field never loses the whole coin, let alone the page.
 #[derive(Deserialize)]
@@ -94,23 +112,11 @@ struct RawCoin<'a> {
 /// Parses one page body. Fails only when the page as a whole is unusable;
 /// a bad coin becomes a [`Rejection`], a bad non-price field a [`FieldWarning`].
 pub fn parse_page(body: &str) -> Result<ParsedPage, PageError> {
-    let items: Vec<&RawValue> =
-        serde_json::from_str(body).map_err(|e| {
-            match serde_json::from_str::<ApiErrorBody>(body) {
-                Ok(ApiErrorBody {
-                    status:
-                        Some(ApiErrorStatus {
-                            error_code: Some(code),
-                            error_message,
-                        }),
-                    ..
-                }) => PageError::Api {
-                    code,
-                    message: error_message.unwrap_or_default().trim().to_string(),
-                },
-                _ => PageError::Malformed(format!("{e}; body starts with {:?}", preview(body))),
-            }
-        })?;
+    let items: Vec<&RawValue> = serde_json::from_str(body).map_err(|e| {
+        api_error(body).unwrap_or_else(|| {
+            PageError::Malformed(format!("{e}; body starts with {:?}", preview(body)))
+        })
+    })?;
 
     let mut page = ParsedPage::default();
     for (position, item) in items.into_iter().enumerate() {
@@ -126,6 +132,7 @@ pub fn parse_page(body: &str) -> Result<ParsedPage, PageError> {
                 coin_id: None,
                 position,
                 reason: format!("unreadable object: {e}"),
+                description: Description::default(),
             }),
         };
         page.entries.push(entry);
@@ -134,11 +141,18 @@ pub fn parse_page(body: &str) -> Result<ParsedPage, PageError> {
 }
 
 fn parse_coin(raw: RawCoin, position: usize, warnings: &mut Vec<FieldWarning>) -> Entry {
+    // A coin without a price here may have one in another currency: its description is kept.
     let reject = |coin_id: Option<String>, reason: String| {
+        let text = |raw: Option<&RawValue>| raw.and_then(|v| json_string(v).ok());
         Entry::Rejected(Rejection {
             coin_id,
             position,
             reason,
+            description: Description {
+                symbol: text(raw.symbol),
+                name: text(raw.name),
+                image: text(raw.image),
+            },
         })
     };
     let coin_id = match raw.id.map(json_string) {

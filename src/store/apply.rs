@@ -200,15 +200,17 @@ impl Apply<'_> {
     /// independent of the coins while bounding the memory of the encoded batch.
     pub async fn store_raw_pages(&self, run_id: Uuid, pages: &[RawPage]) -> Result<(), StoreError> {
         for batch in pages.chunks(RAW_PAGES_PER_STATEMENT) {
+            let endpoints: Vec<&str> = batch.iter().map(|p| p.endpoint).collect();
             let numbers: Vec<i32> = batch.iter().map(|p| p.number as i32).collect();
             let fetched_at: Vec<_> = batch.iter().map(|p| p.fetched_at).collect();
             let bodies: Vec<Cow<str>> = batch.iter().map(|p| jsonb_storable(&p.body)).collect();
             self.tx
                 .execute(
-                    "INSERT INTO raw_pages (run_id, page, fetched_at, payload)
-                     SELECT $1, page, fetched_at, body
-                     FROM unnest($2::int[], $3::timestamptz[], $4::text[]) AS p(page, fetched_at, body)",
-                    &[&run_id, &numbers, &fetched_at, &bodies],
+                    "INSERT INTO raw_pages (run_id, endpoint, page, fetched_at, payload)
+                     SELECT $1, endpoint, page, fetched_at, body
+                     FROM unnest($2::text[], $3::int[], $4::timestamptz[], $5::text[])
+                         AS p(endpoint, page, fetched_at, body)",
+                    &[&run_id, &endpoints, &numbers, &fetched_at, &bodies],
                 )
                 .await
                 .during("storing the raw pages")?;

@@ -3,6 +3,7 @@
 
 pub mod moto;
 pub mod secure_postgres;
+pub mod simple_price;
 
 use std::collections::HashMap;
 use std::process::Output;
