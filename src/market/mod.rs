@@ -1,8 +1,10 @@
 //! What CoinGecko's answers hold, as exact values. Pure: no I/O.
 //!
-//! [`page`] parses `/coins/markets`, [`numbers`] reads JSON numbers into `Decimal` without `f64`,
-//! and [`Market`] gathers the pages of one fetch.
+//! [`page`] parses `/coins/markets`, [`chart`] parses `/coins/{id}/market_chart/range`,
+//! [`numbers`] reads JSON numbers into `Decimal` without `f64`, and [`Market`] gathers the
+//! pages of one fetch.
 
+mod chart;
 mod numbers;
 mod page;
 
@@ -11,6 +13,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
+pub use chart::{parse_chart, Chart, ChartPoint, SkippedPoint};
 pub use numbers::{exact_decimal, jsonb_storable};
 pub use page::{api_error_message, parse_page, PageError, ParsedPage};
 
