@@ -1,13 +1,15 @@
 //! coingecko-cdc: CoinGecko market data into PostgreSQL with exact, idempotent
 //! price-based change data capture.
 //!
-//! The pure core ([`market`], [`cdc`], [`summary`], [`trigger`], [`status`], [`replay`],
-//! [`series`], [`conninfo`], [`error_chain`]) does no I/O; the edges ([`coingecko`], [`store`],
-//! [`database`], [`secrets`], [`lambda`], [`cli`], [`chart`], [`archive`]) do; [`ingest`] ties
-//! one run together and [`app`] holds what runs share; [`config`] is read once at the start.
+//! The pure core ([`market`], [`cdc`], [`backfill`], [`summary`], [`trigger`], [`status`],
+//! [`replay`], [`series`], [`conninfo`], [`error_chain`]) does no I/O; the edges ([`coingecko`],
+//! [`store`], [`database`], [`secrets`], [`lambda`], [`cli`], [`chart`], [`archive`]) do;
+//! [`ingest`] ties one run together and [`app`] holds what runs share; [`config`] is read once
+//! at the start.
 
 pub mod app;
 pub mod archive;
+pub mod backfill;
 pub mod cdc;
 pub mod chart;
 pub mod cli;

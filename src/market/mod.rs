@@ -1,9 +1,10 @@
 //! What CoinGecko's answers hold, as exact values. Pure: no I/O.
 //!
-//! [`page`] parses `/coins/markets`, [`simple_price`] `/simple/price`, [`numbers`] reads JSON
-//! numbers into `Decimal` without `f64`,
+//! [`page`] parses `/coins/markets`, [`simple_price`] `/simple/price`, [`chart`]
+//! `/coins/{id}/market_chart/range`; [`numbers`] reads JSON numbers into `Decimal` without `f64`,
 //! and [`Market`] gathers the pages of one fetch.
 
+mod chart;
 mod numbers;
 mod page;
 mod simple_price;
@@ -13,6 +14,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
+pub use chart::{parse_chart, Chart, ChartPoint, SkippedPoint};
 pub use numbers::{exact_decimal, jsonb_storable};
 pub use page::{api_error_message, parse_page, PageError, ParsedPage};
 pub use simple_price::{PriceAnswer, SimplePrices};

@@ -14,13 +14,14 @@ pub struct ParsedPage {
     pub warnings: Vec<FieldWarning>,
 }
 
-/// Why a page as a whole cannot be used.
+/// Why an answer as a whole cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PageError {
-    /// CoinGecko's error object (`{"status": {"error_code": …}}`), sometimes sent with HTTP 200.
+    /// CoinGecko's error object, sometimes sent with HTTP 200: see [`api_error_message`].
     #[error("CoinGecko error {code}: {message}")]
     Api { code: u16, message: String },
-    #[error("not a JSON array of coin objects: {0}")]
+    /// The answer is not the shape asked for; the text says what was wrong.
+    #[error("{0}")]
     Malformed(String),
 }
 
@@ -28,13 +29,26 @@ impl PageError {
     pub fn is_rate_limit(&self) -> bool {
         matches!(self, PageError::Api { code: 429, .. })
     }
+
+    /// The Demo plan's refusal of data older than 365 days: retrying cannot help.
+    pub fn is_out_of_plan_range(&self) -> bool {
+        matches!(self, PageError::Api { code: 10012, .. })
+    }
 }
 
-/// CoinGecko's error bodies: `{"status": {"error_code", "error_message"}}` or `{"error": "…"}`.
+/// CoinGecko's error bodies come in three shapes: `{"status": {"error_code", "error_message"}}`
+/// (429, 403), the same wrapped in `{"error": …}` (10012, with a `timestamp`), and `{"error": "…"}`.
 #[derive(Deserialize)]
 struct ApiErrorBody {
     status: Option<ApiErrorStatus>,
-    error: Option<String>,
+    error: Option<ApiErrorField>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ApiErrorField {
+    Text(String),
+    Wrapped { status: Option<ApiErrorStatus> },
 }
 
 #[derive(Deserialize)]
@@ -43,32 +57,38 @@ struct ApiErrorStatus {
     error_message: Option<String>,
 }
 
+impl ApiErrorBody {
+    fn parse(body: &str) -> Option<Self> {
+        serde_json::from_str(body).ok()
+    }
+
+    /// Splits the body into its status object, wherever it was, and its plain-text error.
+    fn into_parts(self) -> (Option<ApiErrorStatus>, Option<String>) {
+        match self.error {
+            Some(ApiErrorField::Text(text)) => (self.status, Some(text)),
+            Some(ApiErrorField::Wrapped { status }) => (self.status.or(status), None),
+            None => (self.status, None),
+        }
+    }
+}
+
 /// Extracts CoinGecko's own error message from an error body, if it is one.
 pub fn api_error_message(body: &str) -> Option<String> {
-    let parsed: ApiErrorBody = serde_json::from_str(body).ok()?;
-    parsed
-        .status
+    let (status, text) = ApiErrorBody::parse(body)?.into_parts();
+    status
         .and_then(|s| s.error_message)
-        .or(parsed.error)
+        .or(text)
         .map(|m| m.trim().to_string())
 }
 
-/// CoinGecko's error object, when `body` is one: it comes with HTTP 200 too.
+/// The body as [`PageError::Api`] when it is an error object with a code.
 pub(super) fn api_error(body: &str) -> Option<PageError> {
-    match serde_json::from_str::<ApiErrorBody>(body) {
-        Ok(ApiErrorBody {
-            status:
-                Some(ApiErrorStatus {
-                    error_code: Some(code),
-                    error_message,
-                }),
-            ..
-        }) => Some(PageError::Api {
-            code,
-            message: error_message.unwrap_or_default().trim().to_string(),
-        }),
-        _ => None,
-    }
+    let (status, _) = ApiErrorBody::parse(body)?.into_parts();
+    let status = status?;
+    Some(PageError::Api {
+        code: status.error_code?,
+        message: status.error_message.unwrap_or_default().trim().to_string(),
+    })
 }
 
 /// Every field is taken as raw JSON text so that each can be judged on its own:
@@ -114,7 +134,10 @@ struct RawCoin<'a> {
 pub fn parse_page(body: &str) -> Result<ParsedPage, PageError> {
     let items: Vec<&RawValue> = serde_json::from_str(body).map_err(|e| {
         api_error(body).unwrap_or_else(|| {
-            PageError::Malformed(format!("{e}; body starts with {:?}", preview(body)))
+            PageError::Malformed(format!(
+                "not a JSON array of coin objects: {e}; body starts with {:?}",
+                preview(body)
+            ))
         })
     })?;
 
@@ -122,7 +145,7 @@ pub fn parse_page(body: &str) -> Result<ParsedPage, PageError> {
     for (position, item) in items.into_iter().enumerate() {
         if !item.get().starts_with('{') {
             return Err(PageError::Malformed(format!(
-                "entry {position} is {:?}, not an object",
+                "not a JSON array of coin objects: entry {position} is {:?}, not an object",
                 preview(item.get())
             )));
         }
@@ -401,5 +424,49 @@ mod tests {
         )
         .unwrap_err();
         assert!(limited.is_rate_limit());
+        assert!(!limited.is_out_of_plan_range());
+    }
+
+    /// Verbatim from GitHub issues (Electron-Cash/Electron-Cash#2825), trailing space included.
+    const OUT_OF_RANGE: &str = r#"{"error":{"status":{"timestamp":"2024-03-30T07:22:29.427+00:00","error_code":10012,"error_message":"Your request exceeds the allowed time range. Public API users are limited to querying historical data within the past 365 days. Upgrade to a paid plan to enjoy full historical data access: https://www.coingecko.com/en/api/pricing. "}}}"#;
+
+    #[test]
+    fn the_wrapped_error_shape_is_recognised_on_a_markets_page() {
+        let err = parse_page(OUT_OF_RANGE).unwrap_err();
+        assert!(
+            matches!(&err, PageError::Api { code: 10012, message }
+                if message.starts_with("Your request exceeds") && message.ends_with("pricing.")),
+            "{err:?}"
+        );
+        assert!(err.is_out_of_plan_range());
+        assert!(!err.is_rate_limit());
+    }
+
+    #[test]
+    fn error_messages_are_found_in_every_shape() {
+        for (body, expected) in [
+            (r#"{"status":{"error_code":429,"error_message":" slow down "}}"#, Some("slow down")),
+            (OUT_OF_RANGE, Some("Your request exceeds the allowed time range. Public API users are limited to querying historical data within the past 365 days. Upgrade to a paid plan to enjoy full historical data access: https://www.coingecko.com/en/api/pricing.")),
+            (r#"{"error":"coin not found"}"#, Some("coin not found")),
+            (r#"{"error":{"status":{"error_code":10012}}}"#, None),
+            (r#"{"error":{}}"#, None),
+            ("[]", None),
+            ("<html>", None),
+        ] {
+            assert_eq!(api_error_message(body).as_deref(), expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn an_error_without_a_code_is_no_api_error() {
+        assert_eq!(api_error(r#"{"error":"coin not found"}"#), None);
+        assert_eq!(api_error(r#"{"status":{"error_message":"no code"}}"#), None);
+        assert_eq!(
+            api_error(r#"{"error":{"status":{"error_code":10012}}}"#),
+            Some(PageError::Api {
+                code: 10012,
+                message: String::new()
+            })
+        );
     }
 }
