@@ -18,6 +18,7 @@ GRANT SELECT, INSERT, UPDATE ON coins, quotes TO coingecko_cdc_ingest;
 GRANT SELECT, INSERT ON price_points TO coingecko_cdc_ingest;
 GRANT SELECT, INSERT, UPDATE ON ingest_runs TO coingecko_cdc_ingest;
 GRANT SELECT, INSERT, DELETE ON raw_pages TO coingecko_cdc_ingest;
+GRANT SELECT, INSERT, UPDATE ON backfill_jobs, backfill_chunks TO coingecko_cdc_ingest;
 -- For `coingecko-cdc status` and `chart` and for analysts: reading is harmless.
 GRANT SELECT ON current_prices, price_history, price_changes, latest_prices, price_ohlc_hourly,
     price_ohlc_daily TO coingecko_cdc_ingest;

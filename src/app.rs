@@ -9,13 +9,14 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+use crate::backfill::{Backfill, BackfillError, BackfillRequest};
 use crate::config::Config;
 use crate::database::{ConnectError, Database};
 use crate::ingest::{Ingest, Outcome, RunError, Source};
 use crate::replay::RecordedAnswer;
 use crate::secrets::{parse_api_key, SecretSource};
 use crate::store::{Store, StoreError};
-use crate::summary::Summary;
+use crate::summary::{BackfillSummary, Summary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -25,6 +26,8 @@ pub enum AppError {
     Migrate(#[from] StoreError),
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error(transparent)]
+    Backfill(#[from] BackfillError),
 }
 
 pub struct App<S> {
@@ -72,6 +75,23 @@ impl<S: SecretSource> App<S> {
             .await
     }
 
+    /// One backfill invocation on the warm connection, within `time_left` (the Lambda's) or
+    /// `FETCH_BUDGET_SECS`.
+    pub async fn backfill(
+        &self,
+        request: &BackfillRequest,
+        time_left: Option<Duration>,
+    ) -> Result<BackfillSummary, AppError> {
+        let mut guard = self.store.lock().await;
+        let (slot, migrated) = &mut *guard;
+        let store = self.ready(slot, migrated).await?;
+        let backfill = Backfill {
+            coingecko: self.ingest.coingecko(),
+            settings: self.ingest.settings(),
+        };
+        Ok(backfill.run(store, request, time_left).await?)
+    }
+
     async fn run_from(
         &self,
         trigger_id: Option<String>,
@@ -79,11 +99,7 @@ impl<S: SecretSource> App<S> {
     ) -> Result<Summary, AppError> {
         let mut guard = self.store.lock().await;
         let (slot, migrated) = &mut *guard;
-        let store = self.warm(slot).await?;
-        if self.auto_migrate && !*migrated {
-            store.migrate().await?;
-            *migrated = true;
-        }
+        let store = self.ready(slot, migrated).await?;
         match self.ingest.run(store, trigger_id, source).await? {
             Outcome::Finished(summary) => Ok(summary),
             Outcome::Failed { run_id, error } => {
@@ -91,6 +107,20 @@ impl<S: SecretSource> App<S> {
                 Err(AppError::Run(error))
             }
         }
+    }
+
+    /// The warm connection, migrated once a process when `AUTO_MIGRATE` says so.
+    async fn ready<'a>(
+        &self,
+        slot: &'a mut Option<Store>,
+        migrated: &mut bool,
+    ) -> Result<&'a mut Store, AppError> {
+        let store = self.warm(slot).await?;
+        if self.auto_migrate && !*migrated {
+            store.migrate().await?;
+            *migrated = true;
+        }
+        Ok(store)
     }
 
     /// The warm connection, or a new one in its place when it has died.

@@ -37,6 +37,27 @@ pub fn is_recordable(
     }
 }
 
+/// Which prices of a series, in time order, the rule records: each against the price of the
+/// last one recorded before it, the first against `reference` (`None`: never recorded, so the
+/// first is). What a run after run of the live ingest would have recorded of the same prices.
+pub fn recordable_series(
+    prices: impl IntoIterator<Item = Decimal>,
+    reference: Option<Decimal>,
+    threshold_pct: Decimal,
+) -> Vec<bool> {
+    let mut last = reference;
+    prices
+        .into_iter()
+        .map(|price| {
+            let record = is_recordable(price, last, threshold_pct);
+            if record {
+                last = Some(price);
+            }
+            record
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,6 +69,22 @@ mod tests {
 
     fn recordable(new: &str, reference: Option<&str>, pct: &str) -> bool {
         is_recordable(d(new), reference.map(d), d(pct))
+    }
+
+    #[test]
+    fn a_series_is_walked_against_the_last_recorded_price_not_the_last_seen() {
+        let series = ["100", "100.3", "100.6", "100.2", "99.4", "99.4", "100"].map(d);
+        assert_eq!(
+            recordable_series(series, None, d("0.5")),
+            [true, false, true, false, true, false, true]
+        );
+        // A drift of small steps is recorded once it adds up.
+        let drift = ["100.2", "100.4", "100.5"].map(d);
+        assert_eq!(
+            recordable_series(drift, Some(d("100")), d("0.5")),
+            [false, false, true]
+        );
+        assert!(recordable_series([], None, d("1")).is_empty());
     }
 
     #[test]

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::App;
+use crate::backfill::{parse_instant, BackfillRequest, Granularity, Window};
 use crate::chart::{self, ChartRequest};
 use crate::coingecko::FetchProgress;
 use crate::config::Config;
@@ -70,6 +71,29 @@ enum Command {
     },
     /// Draw price_history as a step line to PNG or SVG.
     Chart(ChartArgs),
+    /// Backfill history from /coins/{id}/market_chart/range in every configured currency, before
+    /// each coin's first live row. Works until FETCH_BUDGET_SECS; run it again to continue; once
+    /// finished, running it again adds nothing. Prints the invocation's summary as JSON.
+    Backfill(BackfillArgs),
+}
+
+#[derive(Args)]
+struct BackfillArgs {
+    /// The last N days (the Demo plan serves at most 365).
+    #[arg(long, conflicts_with_all = ["from", "to"], required_unless_present = "from")]
+    days: Option<u32>,
+    /// Start of the window: a date (2026-01-01) or an RFC 3339 time.
+    #[arg(long, value_parser = parse_instant)]
+    from: Option<DateTime<Utc>>,
+    /// End of the window, like --from. Default: now.
+    #[arg(long, value_parser = parse_instant, requires = "from")]
+    to: Option<DateTime<Utc>>,
+    /// Coin ids, comma-separated. Default: COIN_IDS, else the TOP_N coins the live runs track.
+    #[arg(long, value_delimiter = ',')]
+    coins: Vec<String>,
+    /// daily (a call a coin and currency for up to 365 days) or hourly (a call for up to 90).
+    #[arg(long, default_value = "daily")]
+    granularity: Granularity,
 }
 
 #[derive(Args)]
@@ -84,10 +108,10 @@ struct ChartArgs {
     #[arg(long, value_name = "DURATION", conflicts_with = "from")]
     since: Option<humantime::Duration>,
     /// Start of the window: a date (2026-11-01) or an RFC 3339 time. Default: the first recorded price.
-    #[arg(long, value_parser = parse_time)]
+    #[arg(long, value_parser = parse_instant)]
     from: Option<DateTime<Utc>>,
     /// End of the window, like --from. Default: now.
-    #[arg(long, value_parser = parse_time)]
+    #[arg(long, value_parser = parse_instant)]
     to: Option<DateTime<Utc>>,
     /// Quote currency. Default: the first of VS_CURRENCIES (or VS_CURRENCY), else usd.
     #[arg(long)]
@@ -156,20 +180,46 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let runs = store.recent_runs(limit.into()).await?;
             let facts = store.health_facts().await?;
             let health = status::health(&facts, Utc::now(), max_age.map(Into::into));
+            let backfill = store.backfill_progress().await?;
+            let calls_per_min = app.ingest_mut().coingecko().calls_per_min();
+            let estimate = backfill
+                .as_ref()
+                .map(|p| status::backfill_estimate(p, calls_per_min));
             if json {
                 let report = serde_json::json!({
                     "health": health,
                     "last_success_at": facts.last_success,
                     "runs": runs,
+                    "backfill": backfill.as_ref().map(|progress| serde_json::json!({
+                        "progress": progress,
+                        "estimate": estimate,
+                    })),
                 });
                 println!("{report}");
             } else {
                 println!("{}", status::table(&runs));
+                if let (Some(progress), Some(estimate)) = (&backfill, &estimate) {
+                    println!("{}", status::backfill_line(progress, estimate));
+                }
                 println!("health: {}", health.as_str());
             }
             return Ok(ExitCode::from(health.exit_code()));
         }
         Command::Chart(args) => draw_chart(&app, args, vs_currency).await?,
+        Command::Backfill(args) => {
+            let window = match (args.days, args.from) {
+                (Some(days), _) => Window::Days(days),
+                (None, Some(from)) => Window::Range { from, to: args.to },
+                (None, None) => unreachable!("clap requires --days or --from"),
+            };
+            let request = BackfillRequest {
+                window,
+                coins: (!args.coins.is_empty()).then_some(args.coins),
+                granularity: args.granularity,
+            };
+            let summary = app.backfill(&request, None).await?;
+            println!("{}", serde_json::to_string(&summary)?);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -298,19 +348,6 @@ impl FetchProgress for TerminalProgress {
 }
 
 /// A date (midnight UTC) or an RFC 3339 time.
-fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
-        return Ok(at.with_timezone(&Utc));
-    }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map(|day| day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
-        .map_err(|_| {
-            format!(
-                "{text:?} is not a date (2026-11-01) or an RFC 3339 time (2026-11-01T15:00:00Z)"
-            )
-        })
-}
-
 fn read_trigger_id(path: &Path) -> anyhow::Result<Option<String>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("--event {}: cannot read the file", path.display()))?;

@@ -10,8 +10,11 @@ use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
+use crate::backfill::Chunk;
 use crate::config::{ApiPlan, CoinGeckoConfig, CoinSelection};
-use crate::market::{api_error_message, parse_page, Market, PageError, RawPage, SimplePrices};
+use crate::market::{
+    api_error_message, parse_chart, parse_page, Chart, Market, PageError, RawPage, SimplePrices,
+};
 
 /// CoinGecko's largest page.
 pub const PER_PAGE: usize = 250;
@@ -52,17 +55,27 @@ pub enum FetchError {
         needed: Duration,
         limit: TimeLimit,
     },
+    /// Error 10012: the plan does not serve history that far back (Demo: the past 365 days).
+    #[error("CoinGecko refused {call}: {message} (the Demo plan serves the past 365 days only: backfill fewer days, or set COINGECKO_API_PLAN=pro with a paid plan's key)")]
+    OutOfPlanRange { call: Call, message: String },
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
 }
 
 /// One request of a fetch, as errors and logs name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     /// A page of `/coins/markets`, from 1.
     Page(u32),
     /// A batch of `/simple/price`, from 1, of `of`.
     Prices { batch: u32, of: u32 },
+    /// `/coins/{id}/market_chart/range` of one chunk of a backfill.
+    Chart {
+        coin_id: String,
+        vs_currency: String,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
 }
 
 impl std::fmt::Display for Call {
@@ -70,22 +83,17 @@ impl std::fmt::Display for Call {
         match self {
             Call::Page(page) => write!(f, "page {page}"),
             Call::Prices { batch, of } => write!(f, "/simple/price batch {batch} of {of}"),
-        }
-    }
-}
-
-impl Call {
-    /// The answer to this call, for the raw table.
-    fn raw(self, body: String) -> RawPage {
-        let (endpoint, number) = match self {
-            Call::Page(page) => ("coins/markets", page),
-            Call::Prices { batch, .. } => ("simple/price", batch),
-        };
-        RawPage {
-            endpoint,
-            number,
-            body,
-            fetched_at: Utc::now(),
+            Call::Chart {
+                coin_id,
+                vs_currency,
+                from,
+                to,
+            } => write!(
+                f,
+                "the {vs_currency} chart of {coin_id} from {} to {}",
+                from.format("%Y-%m-%d %H:%M"),
+                to.format("%Y-%m-%d %H:%M")
+            ),
         }
     }
 }
@@ -172,6 +180,21 @@ struct Fetch {
     calls: u64,
 }
 
+/// The calls of one backfill invocation, and how many it has made.
+pub struct ChartSession(Fetch);
+
+impl ChartSession {
+    /// Requests sent, retries included.
+    pub fn calls(&self) -> u64 {
+        self.0.calls
+    }
+
+    /// When the session's time runs out.
+    pub fn deadline(&self) -> Instant {
+        self.0.deadline
+    }
+}
+
 pub struct CoinGeckoClient {
     http: reqwest::Client,
     config: CoinGeckoConfig,
@@ -244,16 +267,7 @@ impl CoinGeckoClient {
         progress: &dyn FetchProgress,
         time_left: Option<Duration>,
     ) -> Result<Fetched, FetchError> {
-        let limit = match time_left {
-            Some(left) if left < self.config.fetch_budget => TimeLimit {
-                duration: left,
-                by_deadline: true,
-            },
-            _ => TimeLimit {
-                duration: self.config.fetch_budget,
-                by_deadline: false,
-            },
-        };
+        let limit = self.time_limit(time_left);
         let spacing = Duration::from_secs(60) / self.calls_per_min;
         let calls = self.expected_calls();
         let needed = spacing * calls.saturating_sub(1) as u32;
@@ -265,14 +279,7 @@ impl CoinGeckoClient {
                 limit,
             });
         }
-        let mut pacer = tokio::time::interval(spacing);
-        pacer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut fetch = Fetch {
-            deadline: Instant::now() + limit.duration,
-            limit,
-            pacer,
-            calls: 0,
-        };
+        let mut fetch = self.paced(limit);
         let limit = match &self.config.selection {
             CoinSelection::Top(n) => Some(*n),
             CoinSelection::Ids(_) => None,
@@ -282,11 +289,11 @@ impl CoinGeckoClient {
         for number in 1.. {
             let call = Call::Page(number);
             let (body, parsed) = self
-                .fetch_call(call, self.page_request(number), &parse_page, &mut fetch)
+                .fetch_call(&call, self.page_request(number), &parse_page, &mut fetch)
                 .await?;
             let short = parsed.entries.len() < PER_PAGE;
             market.add_page(parsed);
-            pages.push(call.raw(body));
+            pages.push(raw_answer("coins/markets", number, body));
             progress.page_fetched(number, market.len());
             if short || market.is_full() {
                 break;
@@ -306,9 +313,9 @@ impl CoinGeckoClient {
                 };
                 let request = self.price_request(batch, further);
                 let parse = |body: &str| SimplePrices::parse_answer(body, further);
-                let (body, answer) = self.fetch_call(call, request, &parse, &mut fetch).await?;
+                let (body, answer) = self.fetch_call(&call, request, &parse, &mut fetch).await?;
                 prices.add(answer);
-                pages.push(call.raw(body));
+                pages.push(raw_answer("simple/price", index as u32 + 1, body));
             }
             markets.extend(further.iter().map(|currency| CurrencyMarket {
                 vs_currency: currency.clone(),
@@ -330,9 +337,97 @@ impl CoinGeckoClient {
         })
     }
 
+    /// Requests paced at `COINGECKO_MAX_CALLS_PER_MIN`, ending at `limit`.
+    fn paced(&self, limit: TimeLimit) -> Fetch {
+        let mut pacer = tokio::time::interval(Duration::from_secs(60) / self.calls_per_min);
+        pacer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Fetch {
+            deadline: Instant::now() + limit.duration,
+            limit,
+            pacer,
+            calls: 0,
+        }
+    }
+
+    /// Requests a minute, as set or as the plan allows.
+    pub fn calls_per_min(&self) -> u32 {
+        self.calls_per_min
+    }
+
+    pub fn plan(&self) -> ApiPlan {
+        self.config.plan
+    }
+
+    pub fn monthly_call_budget(&self) -> Option<u64> {
+        self.config.monthly_call_budget
+    }
+
+    pub fn selection(&self) -> &CoinSelection {
+        &self.config.selection
+    }
+
+    /// How long one request may take.
+    pub fn request_timeout(&self) -> Duration {
+        self.config.request_timeout
+    }
+
+    /// `FETCH_BUDGET_SECS`, or `time_left` when that is shorter.
+    pub fn time_limit(&self, time_left: Option<Duration>) -> TimeLimit {
+        match time_left {
+            Some(left) if left < self.config.fetch_budget => TimeLimit {
+                duration: left,
+                by_deadline: true,
+            },
+            _ => TimeLimit {
+                duration: self.config.fetch_budget,
+                by_deadline: false,
+            },
+        }
+    }
+
+    /// The calls of one backfill invocation: paced as a run's, within `limit`.
+    pub fn chart_session(&self, limit: TimeLimit) -> ChartSession {
+        ChartSession(self.paced(limit))
+    }
+
+    /// One chunk of a coin's chart in one currency, retried as a page is.
+    pub async fn chart(
+        &self,
+        session: &mut ChartSession,
+        coin_id: &str,
+        vs_currency: &str,
+        chunk: &Chunk,
+    ) -> Result<Chart, FetchError> {
+        let call = Call::Chart {
+            coin_id: coin_id.to_string(),
+            vs_currency: vs_currency.to_string(),
+            from: chunk.from,
+            to: chunk.to,
+        };
+        let mut url = self.config.base_url.clone();
+        url.path_segments_mut()
+            .expect("the base URL is http(s)")
+            .pop_if_empty()
+            .extend(["coins", coin_id, "market_chart", "range"]);
+        let mut query = vec![
+            ("vs_currency", vs_currency.to_string()),
+            ("from", chunk.from.timestamp().to_string()),
+            ("to", chunk.to.timestamp().to_string()),
+            ("precision", "full".to_string()),
+        ];
+        if let Some(interval) = chunk.interval {
+            query.push(("interval", interval.to_string()));
+        }
+        let request = self.http.get(url).query(&query);
+        let (_, chart) = self
+            .fetch_call(&call, request, &parse_chart, &mut session.0)
+            .await?;
+        Ok(chart)
+    }
+
     async fn fetch_call<T>(
         &self,
-        call: Call,
+        call: &Call,
         request: reqwest::RequestBuilder,
         parse: &impl Fn(&str) -> Result<T, PageError>,
         fetch: &mut Fetch,
@@ -360,14 +455,14 @@ impl CoinGeckoClient {
             };
             let Some(wait) = backoff else {
                 return Err(FetchError::GaveUp {
-                    call,
+                    call: call.clone(),
                     attempts,
                     last,
                 });
             };
             if Instant::now() + wait >= fetch.deadline {
                 return Err(FetchError::OutOfTime {
-                    call,
+                    call: call.clone(),
                     limit: fetch.limit,
                     last: format!("{last}; the next attempt would be in {wait:?}"),
                 });
@@ -379,7 +474,7 @@ impl CoinGeckoClient {
 
     async fn attempt<T>(
         &self,
-        call: Call,
+        call: &Call,
         request: reqwest::RequestBuilder,
         parse: &impl Fn(&str) -> Result<T, PageError>,
         fetch: &mut Fetch,
@@ -389,7 +484,7 @@ impl CoinGeckoClient {
         let limit = fetch.limit;
         let out_of_time = || {
             AttemptError::Fatal(FetchError::OutOfTime {
-                call,
+                call: call.clone(),
                 limit,
                 last: "the time ran out during the request".into(),
             })
@@ -427,9 +522,20 @@ impl CoinGeckoClient {
                 message_or_preview(&body)
             )));
         }
+        let out_of_plan_range = |error: &PageError| {
+            AttemptError::Fatal(FetchError::OutOfPlanRange {
+                call: call.clone(),
+                message: error.to_string(),
+            })
+        };
         if !status.is_success() {
+            if let Err(error) = parse(&body) {
+                if error.is_out_of_plan_range() {
+                    return Err(out_of_plan_range(&error));
+                }
+            }
             return Err(AttemptError::Fatal(FetchError::Refused {
-                call,
+                call: call.clone(),
                 status: status.as_u16(),
                 message: message_or_preview(&body),
                 hint: refusal_hint(status),
@@ -441,9 +547,10 @@ impl CoinGeckoClient {
                 retry_after,
                 detail: e.to_string(),
             }),
+            Err(e) if e.is_out_of_plan_range() => Err(out_of_plan_range(&e)),
             Err(PageError::Api { code, message }) if (400..500).contains(&code) => {
                 Err(AttemptError::Fatal(FetchError::Refused {
-                    call,
+                    call: call.clone(),
                     status: code,
                     message,
                     hint: refusal_hint(
@@ -487,6 +594,16 @@ impl CoinGeckoClient {
             ("precision", "full".into()),
         ];
         self.http.get(self.endpoint("simple/price")).query(&query)
+    }
+}
+
+/// An answer of a run, for the raw table.
+fn raw_answer(endpoint: &'static str, number: u32, body: String) -> RawPage {
+    RawPage {
+        endpoint,
+        number,
+        body,
+        fetched_at: Utc::now(),
     }
 }
 

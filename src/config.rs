@@ -142,6 +142,8 @@ pub struct CoinGeckoConfig {
     pub fetch_budget: Duration,
     /// Requests a minute; unset: what the plan allows (see `CoinGeckoClient::new`).
     pub max_calls_per_min: Option<u32>,
+    /// Requests a calendar month (UTC) a backfill may bring the total to; unset: no limit.
+    pub monthly_call_budget: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +205,10 @@ impl Config {
             fetch_budget: Duration::from_secs(env.parse_at_least("FETCH_BUDGET_SECS", 60, 1)?),
             max_calls_per_min: match env.text("COINGECKO_MAX_CALLS_PER_MIN") {
                 Some(_) => Some(env.parse_at_least("COINGECKO_MAX_CALLS_PER_MIN", 1, 1)?),
+                None => None,
+            },
+            monthly_call_budget: match env.text("COINGECKO_MONTHLY_CALL_BUDGET") {
+                Some(_) => Some(env.parse_at_least("COINGECKO_MONTHLY_CALL_BUDGET", 1, 1)?),
                 None => None,
             },
         };
@@ -609,6 +615,7 @@ mod tests {
             ("RAW_RETENTION_DAYS", "-3"),
             ("DB_LOCK_TIMEOUT_SECS", "0"),
             ("COINGECKO_MAX_CALLS_PER_MIN", "0"),
+            ("COINGECKO_MONTHLY_CALL_BUDGET", "ten thousand"),
             ("DB_STATEMENT_TIMEOUT_SECS", "soon"),
             ("AUTO_MIGRATE", "sometimes"),
             ("VS_CURRENCY", "us d"),

@@ -73,6 +73,14 @@ impl Ingest {
         self.progress = progress;
     }
 
+    pub fn coingecko(&self) -> &CoinGeckoClient {
+        &self.coingecko
+    }
+
+    pub fn settings(&self) -> &IngestConfig {
+        &self.settings
+    }
+
     /// How many pages a run should fetch.
     pub fn expected_pages(&self) -> u64 {
         self.coingecko.expected_pages()

@@ -7,9 +7,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::app::{App, AppError};
+use crate::backfill::BackfillError;
 use crate::ingest::RunError;
 use crate::secrets::SecretSource;
-use crate::summary::{RunState, Summary};
+use crate::summary::{BackfillSummary, RunState, Summary};
 use crate::trigger::{self, EventError, Request};
 
 /// The function's result: the run's summary, or what a migrate request applied.
@@ -18,6 +19,7 @@ use crate::trigger::{self, EventError, Request};
 pub enum Response {
     Run(Summary),
     Migrated(Migrated),
+    Backfill(BackfillSummary),
 }
 
 /// `{"status": "migrated", "applied": ["V1__initial", …]}`; `applied` is empty when the schema
@@ -45,6 +47,9 @@ impl From<FunctionError> for Diagnostic {
             FunctionError::App(AppError::Migrate(_)) => "MigrationFailed",
             FunctionError::App(AppError::Run(RunError::Fetch(_))) => "CoinGeckoFailed",
             FunctionError::App(AppError::Run(_)) => "DatabaseFailed",
+            FunctionError::App(AppError::Backfill(BackfillError::Plan(_))) => "BackfillNotPossible",
+            FunctionError::App(AppError::Backfill(BackfillError::Fetch(_))) => "CoinGeckoFailed",
+            FunctionError::App(AppError::Backfill(BackfillError::Store(_))) => "DatabaseFailed",
         };
         Diagnostic {
             error_type: error_type.into(),
@@ -70,6 +75,9 @@ pub async fn handle<S: SecretSource>(
             );
             Ok(Response::Run(summary))
         }
+        Request::Backfill(request) => Ok(Response::Backfill(
+            app.backfill(&request, time_left(&event.context)).await?,
+        )),
     }
 }
 

@@ -20,6 +20,25 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+/// How far the newest backfill has come.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackfillProgress {
+    pub job_id: Uuid,
+    pub window_from: DateTime<Utc>,
+    pub window_to: DateTime<Utc>,
+    pub granularity: String,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub coins: u64,
+    /// Coins with no chunk left to do (refused ones included).
+    pub coins_done: u64,
+    pub chunks_done: u64,
+    pub chunks_refused: u64,
+    pub chunks_left: u64,
+    /// Requests spent so far, retries included.
+    pub calls: u64,
+    pub history_inserted: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
     Healthy,
@@ -125,6 +144,45 @@ pub fn health(
     }
 }
 
+/// What finishing a backfill still takes: a call per chunk left, at the pace allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BackfillEstimate {
+    pub calls_left: u64,
+    pub seconds_left: u64,
+}
+
+pub fn backfill_estimate(progress: &BackfillProgress, calls_per_min: u32) -> BackfillEstimate {
+    BackfillEstimate {
+        calls_left: progress.chunks_left,
+        seconds_left: (progress.chunks_left * 60).div_ceil(u64::from(calls_per_min.max(1))),
+    }
+}
+
+/// The backfill's progress as one line.
+pub fn backfill_line(progress: &BackfillProgress, estimate: &BackfillEstimate) -> String {
+    let state = match progress.finished_at {
+        Some(at) => format!("finished {}", at.format("%Y-%m-%d %H:%M")),
+        None => format!(
+            "{} chunks left, about {} calls and {} to finish",
+            progress.chunks_left,
+            estimate.calls_left,
+            humantime::format_duration(std::time::Duration::from_secs(estimate.seconds_left))
+        ),
+    };
+    format!(
+        "backfill {} to {} ({}): {} of {} coins done, {} chunks done, {} refused, {} calls spent, {} history rows; {state}",
+        progress.window_from.format("%Y-%m-%d"),
+        progress.window_to.format("%Y-%m-%d"),
+        progress.granularity,
+        progress.coins_done,
+        progress.coins,
+        progress.chunks_done,
+        progress.chunks_refused,
+        progress.calls,
+        progress.history_inserted,
+    )
+}
+
 /// The runs as a terminal table, newest first.
 pub fn table(runs: &[RunRecord]) -> String {
     let mut table = Table::new();
@@ -179,6 +237,45 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use std::time::Duration;
+
+    #[test]
+    fn a_backfill_in_progress_says_what_is_left_at_the_pace_allowed() {
+        let progress = BackfillProgress {
+            job_id: Uuid::nil(),
+            window_from: Utc.with_ymd_and_hms(2025, 12, 2, 0, 0, 0).unwrap(),
+            window_to: Utc.with_ymd_and_hms(2026, 12, 2, 0, 0, 0).unwrap(),
+            granularity: "daily".into(),
+            finished_at: None,
+            coins: 250,
+            coins_done: 100,
+            chunks_done: 300,
+            chunks_refused: 3,
+            chunks_left: 447,
+            calls: 305,
+            history_inserted: 12_000,
+        };
+        let estimate = backfill_estimate(&progress, 30);
+        assert_eq!(
+            estimate,
+            BackfillEstimate {
+                calls_left: 447,
+                seconds_left: 894
+            }
+        );
+        let line = backfill_line(&progress, &estimate);
+        assert!(
+            line.contains("100 of 250 coins done")
+                && line.contains("447 chunks left, about 447 calls and 14m 54s to finish"),
+            "{line}"
+        );
+        let done = BackfillProgress {
+            finished_at: Some(progress.window_to),
+            chunks_left: 0,
+            ..progress
+        };
+        assert!(backfill_line(&done, &backfill_estimate(&done, 30))
+            .ends_with("finished 2026-12-02 00:00"));
+    }
 
     fn run(status: RunState, minute: u32) -> RunRecord {
         RunRecord {

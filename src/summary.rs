@@ -107,6 +107,77 @@ pub struct CurrencySummary {
     pub unchanged: u64,
 }
 
+/// How a backfill invocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackfillOutcome {
+    /// No chunk is left: the backfill is complete.
+    Finished,
+    /// The time budget ran out (the Lambda's deadline or `FETCH_BUDGET_SECS`): invoke again.
+    OutOfTime,
+    /// `COINGECKO_MONTHLY_CALL_BUDGET` is spent: it continues next month, or with a larger one.
+    OutOfMonthlyCalls,
+    /// Another invocation is working on the backfill.
+    Busy,
+    /// A finished backfill already reaches back as far as asked: nothing to do.
+    AlreadyDone,
+    /// No coin to backfill: name them (`--coins`, `COIN_IDS`) or let a live run find them first.
+    NoCoins,
+}
+
+/// A coin whose backfill ended early, and why (the plan's limit, an unknown id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedCoin {
+    pub coin_id: String,
+    pub error: String,
+}
+
+/// What one backfill invocation did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillSummary {
+    pub run_id: Uuid,
+    pub outcome: BackfillOutcome,
+    pub job_id: Option<Uuid>,
+    pub window_from: Option<chrono::DateTime<chrono::Utc>>,
+    pub window_to: Option<chrono::DateTime<chrono::Utc>>,
+    pub granularity: Option<String>,
+    /// Chunks fetched and applied by this invocation.
+    pub chunks_done: u64,
+    /// Chunks given up with their coin.
+    pub chunks_refused: u64,
+    /// Chunks of the backfill still to do.
+    pub chunks_left: u64,
+    /// Points received.
+    pub points: u64,
+    /// History rows written: the points the rule records, before the coin's first live row.
+    pub history_inserted: u64,
+    /// Requests to CoinGecko, retries included.
+    pub calls: u64,
+    pub refused: Vec<RefusedCoin>,
+    pub duration_ms: u64,
+}
+
+impl BackfillSummary {
+    pub fn new(run_id: Uuid) -> Self {
+        Self {
+            run_id,
+            outcome: BackfillOutcome::Finished,
+            job_id: None,
+            window_from: None,
+            window_to: None,
+            granularity: None,
+            chunks_done: 0,
+            chunks_refused: 0,
+            chunks_left: 0,
+            points: 0,
+            history_inserted: 0,
+            calls: 0,
+            refused: Vec::new(),
+            duration_ms: 0,
+        }
+    }
+}
+
 /// Where a run's time went. The phases do not overlap and all fall within `duration`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Timings {

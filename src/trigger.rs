@@ -4,10 +4,13 @@
 //! succeeded run does nothing. It must therefore be stable across retries of the
 //! same scheduled firing.
 
+use serde::Deserialize;
 use serde_json::Value;
 
+use crate::backfill::{parse_instant, BackfillRequest, Granularity, Window};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unrecognised event ({found}): expected an EventBridge scheduled event (its \"id\" is the trigger id), EventBridge Scheduler's input {{\"trigger_id\": \"…\"}} or its default envelope (its scheduled \"time\" is the trigger id), or {{}} for a run without a trigger id; the Lambda function also takes {{\"migrate\": true}}, which applies the database migrations")]
+#[error("unrecognised event ({found}): expected an EventBridge scheduled event (its \"id\" is the trigger id), EventBridge Scheduler's input {{\"trigger_id\": \"…\"}} or its default envelope (its scheduled \"time\" is the trigger id), or {{}} for a run without a trigger id; the Lambda function also takes {{\"migrate\": true}}, which applies the database migrations, and {{\"backfill\": {{\"days\": 365}}}}, which backfills history")]
 pub struct EventError {
     found: String,
 }
@@ -20,10 +23,20 @@ pub enum Request {
     /// `{"migrate": true}`: apply the database migrations whatever `AUTO_MIGRATE` says, for an
     /// owner who can invoke the function but not reach the database.
     Migrate,
+    /// `{"backfill": {"days": 365}}`: one backfill invocation (see [`backfill_request`]).
+    Backfill(BackfillRequest),
 }
 
 /// What `event` asks for: the migrations, or a run.
 pub fn request(event: &Value) -> Result<Request, EventError> {
+    if let Some(backfill) = event.get("backfill") {
+        if event.as_object().is_some_and(|fields| fields.len() == 1) {
+            return backfill_request(backfill).map(Request::Backfill);
+        }
+        return Err(EventError {
+            found: "\"backfill\" beside other keys".into(),
+        });
+    }
     match event.get("migrate") {
         None => Ok(Request::Run {
             trigger_id: trigger_id(event)?,
@@ -72,6 +85,59 @@ pub fn trigger_id(event: &Value) -> Result<Option<String>, EventError> {
     unrecognised(format!("an object with keys {keys:?}"))
 }
 
+/// The body of `{"backfill": {…}}`: `days` (the last N days) or `from` (and `to`, else now) as
+/// dates or RFC 3339 times; `coins` (ids; default: the coins the live runs track); `granularity`
+/// (`daily`, the default, or `hourly`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackfillPayload {
+    days: Option<u32>,
+    from: Option<String>,
+    to: Option<String>,
+    coins: Option<Vec<String>>,
+    granularity: Option<String>,
+}
+
+/// What a `{"backfill": {…}}` event asks for.
+pub fn backfill_request(body: &Value) -> Result<BackfillRequest, EventError> {
+    let wrong = |problem: String| EventError {
+        found: format!("\"backfill\" {problem}"),
+    };
+    let payload: BackfillPayload = serde_json::from_value(body.clone()).map_err(|e| {
+        wrong(format!(
+            "is not {{\"days\": N}} or {{\"from\": …, \"to\": …}} ({e})"
+        ))
+    })?;
+    let time = |text: &Option<String>| {
+        text.as_deref()
+            .map(parse_instant)
+            .transpose()
+            .map_err(|problem| wrong(problem))
+    };
+    let window = match (payload.days, time(&payload.from)?, time(&payload.to)?) {
+        (Some(0), ..) => return Err(wrong("asks for 0 days".into())),
+        (Some(days), None, None) => Window::Days(days),
+        (None, Some(from), to) => Window::Range { from, to },
+        (Some(_), ..) => {
+            return Err(wrong(
+                "has \"days\" and \"from\" or \"to\": give one".into(),
+            ))
+        }
+        (None, None, _) => return Err(wrong("needs \"days\" or \"from\"".into())),
+    };
+    let granularity = match payload.granularity.as_deref() {
+        None => Granularity::Daily,
+        Some(text) => text
+            .parse()
+            .map_err(|e: crate::backfill::UnknownGranularity| wrong(e.to_string()))?,
+    };
+    Ok(BackfillRequest {
+        window,
+        coins: payload.coins.filter(|coins| !coins.is_empty()),
+        granularity,
+    })
+}
+
 fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -87,6 +153,56 @@ fn kind(value: &Value) -> &'static str {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_backfill_event_asks_for_a_window_its_coins_and_granularity() {
+        assert_eq!(
+            request(&json!({"backfill": {"days": 365}})).unwrap(),
+            Request::Backfill(BackfillRequest {
+                window: Window::Days(365),
+                coins: None,
+                granularity: Granularity::Daily,
+            })
+        );
+        let Request::Backfill(asked) = request(&json!({"backfill": {
+            "from": "2026-01-01", "to": "2026-03-01T12:00:00Z",
+            "coins": ["bitcoin", "ethereum"], "granularity": "hourly"
+        }}))
+        .unwrap() else {
+            panic!("not a backfill")
+        };
+        assert_eq!(asked.coins.unwrap(), ["bitcoin", "ethereum"]);
+        assert_eq!(asked.granularity, Granularity::Hourly);
+        assert_eq!(
+            asked.window,
+            Window::Range {
+                from: "2026-01-01T00:00:00Z".parse().unwrap(),
+                to: Some("2026-03-01T12:00:00Z".parse().unwrap()),
+            }
+        );
+        for (event, expected) in [
+            (json!({"backfill": {}}), "needs \"days\" or \"from\""),
+            (json!({"backfill": {"days": 0}}), "0 days"),
+            (
+                json!({"backfill": {"days": 30, "from": "2026-01-01"}}),
+                "give one",
+            ),
+            (json!({"backfill": {"days": "30"}}), "is not {\"days\": N}"),
+            (
+                json!({"backfill": {"days": 30, "dayz": 1}}),
+                "unknown field",
+            ),
+            (json!({"backfill": {"from": "yesterday"}}), "not a date"),
+            (json!({"backfill": {"days": 30, "granularity": "5m"}}), "5m"),
+            (
+                json!({"backfill": {"days": 30}, "migrate": true}),
+                "beside other keys",
+            ),
+        ] {
+            let error = request(&event).unwrap_err().to_string();
+            assert!(error.contains(expected), "{event}: {error}");
+        }
+    }
 
     #[test]
     fn eventbridge_rule_event_uses_its_id() {

@@ -1,8 +1,14 @@
-//! Backfilling history from `/coins/{id}/market_chart/range`. Pure: no I/O.
+//! Backfilling history from `/coins/{id}/market_chart/range`.
 //!
-//! [`plan`] splits a window into requests that CoinGecko answers at the wanted granularity
-//! and within what the API plan serves.
+//! [`plan`] (pure) splits a window into requests that CoinGecko answers at the wanted granularity
+//! and within what the API plan serves; [`job`] ties one invocation together, as `ingest` does a
+//! run: the CoinGecko client, the store and the CDC rule.
 
+mod job;
 mod plan;
 
-pub use plan::{plan_chunks, window_for_days, Chunk, Granularity, PlanError, UnknownGranularity};
+pub use job::{Backfill, BackfillError};
+pub use plan::{
+    parse_instant, plan_chunks, window_for_days, BackfillRequest, Chunk, Granularity, PlanError,
+    UnknownGranularity, Window,
+};

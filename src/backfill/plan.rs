@@ -61,6 +61,41 @@ impl FromStr for Granularity {
     }
 }
 
+/// The window a backfill asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// The last N days, up to now.
+    Days(u32),
+    /// From `from` to `to`, or to now.
+    Range {
+        from: DateTime<Utc>,
+        to: Option<DateTime<Utc>>,
+    },
+}
+
+/// What `coingecko-cdc backfill` and `{"backfill": {…}}` ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillRequest {
+    pub window: Window,
+    /// These coins; `None`: the coins the live runs track.
+    pub coins: Option<Vec<String>>,
+    pub granularity: Granularity,
+}
+
+/// A time as people write it: a date (`2026-11-01`, its midnight UTC) or an RFC 3339 time.
+pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map(|day| day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+        .map_err(|_| {
+            format!(
+                "{text:?} is not a date (2026-11-01) or an RFC 3339 time (2026-11-01T15:00:00Z)"
+            )
+        })
+}
+
 /// One request: `from` and `to` are sent as unix seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chunk {

@@ -70,7 +70,7 @@ pub struct HeldCoin {
 
 /// The transaction of one run's apply: everything in it lands together or not at all.
 pub struct Apply<'a> {
-    tx: Transaction<'a>,
+    pub(super) tx: Transaction<'a>,
 }
 
 impl Apply<'_> {
@@ -227,6 +227,11 @@ impl Apply<'_> {
             )
             .await
             .during("pruning old raw pages")
+    }
+
+    /// Commits what was written: a backfill's chunk.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await.during("committing the chunk")
     }
 
     /// Records the run's outcome and commits everything the run wrote. `clock_timestamp()`,

@@ -5,6 +5,7 @@
 //! depend on the number of coins: each table is written by one statement over arrays.
 
 mod apply;
+mod backfill;
 mod connector;
 mod error;
 mod migrations;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 pub use apply::{Apply, HeldCoin, Written, RUN_LOCK};
+pub use backfill::{BackfillCoins, BackfillJob, Claim, NewBackfill, PendingChunk, SeriesBounds};
 pub use connector::Connector;
 pub use error::StoreError;
 

@@ -42,14 +42,14 @@ impl Store {
         Ok(())
     }
 
-    /// The most recent runs, newest first.
+    /// The most recent live runs, newest first (backfills show their progress apart).
     pub async fn recent_runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
         const READING: &str = "reading ingest_runs";
         let rows = self
             .client
             .query(
                 "SELECT run_id, trigger_id, started_at, finished_at, status, summary, error
-                 FROM ingest_runs ORDER BY started_at DESC LIMIT $1",
+                 FROM ingest_runs WHERE kind = 'live' ORDER BY started_at DESC LIMIT $1",
                 &[&limit],
             )
             .await
@@ -76,9 +76,9 @@ impl Store {
         let row = self
             .client
             .query_one(
-                "SELECT (SELECT status FROM ingest_runs WHERE status <> $1
+                "SELECT (SELECT status FROM ingest_runs WHERE status <> $1 AND kind = 'live'
                          ORDER BY started_at DESC LIMIT 1),
-                        (SELECT max(finished_at) FROM ingest_runs WHERE status = $2)",
+                        (SELECT max(finished_at) FROM ingest_runs WHERE status = $2 AND kind = 'live')",
                 &[&RunState::Running.as_str(), &RunState::Succeeded.as_str()],
             )
             .await

@@ -1,0 +1,529 @@
+//! The backfill's tables: jobs and their chunks, the lease that keeps one invocation at work, and
+//! the apply of one chunk. Each chunk lands in its own transaction, under the run lock.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::apply::Apply;
+use super::error::{During, StoreError};
+use super::Store;
+use crate::backfill::{Chunk, Granularity};
+use crate::market::ChartPoint;
+use crate::status::BackfillProgress;
+use crate::summary::RunState;
+
+/// A backfill, as fixed when it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillJob {
+    pub job_id: Uuid,
+    pub window_from: DateTime<Utc>,
+    pub window_to: DateTime<Utc>,
+    pub granularity: Granularity,
+}
+
+/// Which coins a new backfill covers.
+#[derive(Debug, Clone)]
+pub enum BackfillCoins {
+    /// These ids; those never seen are added to `coins`.
+    Ids(Vec<String>),
+    /// The coins the live runs price in `vs_currency`, the first `limit` by market cap rank.
+    Tracked { vs_currency: String, limit: i64 },
+}
+
+/// A backfill to start unless one is open: its window, its coins, currencies and chunks.
+#[derive(Debug, Clone)]
+pub struct NewBackfill {
+    pub window_from: DateTime<Utc>,
+    pub window_to: DateTime<Utc>,
+    pub granularity: Granularity,
+    pub coins: BackfillCoins,
+    pub currencies: Vec<String>,
+    pub chunks: Vec<Chunk>,
+}
+
+/// What an invocation found when it asked for work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This invocation holds the job's lease.
+    Leased { job: BackfillJob, created: bool },
+    /// Another invocation holds it until then.
+    Busy {
+        job: BackfillJob,
+        until: DateTime<Utc>,
+    },
+    /// A finished backfill already reaches back as far as asked.
+    Covered(BackfillJob),
+    /// No coin to backfill.
+    NoCoins,
+}
+
+/// The next request of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingChunk {
+    pub position: i32,
+    pub coin_key: i32,
+    pub coin_id: String,
+    pub vs_currency: String,
+    pub chunk: Chunk,
+}
+
+/// What the history of a coin and currency holds around a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesBounds {
+    /// The price of the last row before the chunk: the rule's reference.
+    pub reference: Option<Decimal>,
+    /// Points at or after this are not the backfill's to write: the coin's first live row, or
+    /// the first row after the chunk's start (an earlier backfill's).
+    pub fill_until: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Leases the open backfill to `invocation` until `lease_until`, or starts `new` when none is
+    /// open and no finished one reaches back to its start. Under the run lock, so that two
+    /// invocations never both start one.
+    pub async fn claim_backfill(
+        &mut self,
+        invocation: Uuid,
+        lease_until: DateTime<Utc>,
+        new: &NewBackfill,
+    ) -> Result<Claim, StoreError> {
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .during("starting the backfill's claim")?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&super::RUN_LOCK])
+            .await
+            .during("waiting for the run lock")?;
+        const JOB: &str =
+            "SELECT job_id, window_from, window_to, granularity, leased_by, leased_until, now() FROM backfill_jobs";
+        let open = tx
+            .query_opt(
+                &format!("{JOB} WHERE finished_at IS NULL ORDER BY created_at LIMIT 1"),
+                &[],
+            )
+            .await
+            .during("reading the open backfill")?;
+        if let Some(row) = open {
+            let job = job_from(&row)?;
+            let (holder, until, now): (Option<Uuid>, Option<DateTime<Utc>>, DateTime<Utc>) =
+                (row.get(4), row.get(5), row.get(6));
+            if let (Some(holder), Some(until)) = (holder, until) {
+                if holder != invocation && until > now {
+                    return Ok(Claim::Busy { job, until });
+                }
+            }
+            lease(&tx, job.job_id, invocation, lease_until).await?;
+            tx.commit().await.during("leasing the backfill")?;
+            return Ok(Claim::Leased {
+                job,
+                created: false,
+            });
+        }
+        let covering = tx
+            .query_opt(
+                &format!("{JOB} WHERE window_from <= $1 AND granularity = $2 ORDER BY created_at DESC LIMIT 1"),
+                &[&new.window_from, &new.granularity.as_str()],
+            )
+            .await
+            .during("reading the finished backfills")?;
+        if let Some(row) = covering {
+            return Ok(Claim::Covered(job_from(&row)?));
+        }
+        let coins: Vec<i32> = match &new.coins {
+            BackfillCoins::Ids(ids) => {
+                tx.execute(
+                    "INSERT INTO coins (coin_id, first_seen_at, last_seen_at)
+                     SELECT id, now(), now() FROM unnest($1::text[]) AS id
+                     WHERE NOT EXISTS (SELECT 1 FROM coins c WHERE c.coin_id = id)",
+                    &[ids],
+                )
+                .await
+                .during("adding the coins to backfill")?;
+                tx.query(
+                    "SELECT c.coin_key FROM unnest($1::text[]) WITH ORDINALITY AS i(id, n)
+                     JOIN coins c ON c.coin_id = i.id ORDER BY i.n",
+                    &[ids],
+                )
+                .await
+            }
+            BackfillCoins::Tracked { vs_currency, limit } => {
+                tx.query(
+                    "SELECT coin_key FROM quotes WHERE vs_currency = $1
+                     ORDER BY market_cap_rank NULLS LAST, coin_key LIMIT $2",
+                    &[vs_currency, limit],
+                )
+                .await
+            }
+        }
+        .during("reading the coins to backfill")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+        if coins.is_empty() {
+            return Ok(Claim::NoCoins);
+        }
+        let job = BackfillJob {
+            job_id: Uuid::now_v7(),
+            window_from: new.window_from,
+            window_to: new.window_to,
+            granularity: new.granularity,
+        };
+        tx.execute(
+            "INSERT INTO backfill_jobs (job_id, window_from, window_to, granularity, leased_by, leased_until)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&job.job_id, &job.window_from, &job.window_to, &job.granularity.as_str(), &invocation, &lease_until],
+        )
+        .await
+        .during("starting the backfill")?;
+        // Coin by coin, each currency's chunks oldest first: the order the rule walks a series.
+        let mut keys = Vec::new();
+        let mut currencies = Vec::new();
+        let mut chunks = Vec::new();
+        for key in &coins {
+            for currency in &new.currencies {
+                for chunk in &new.chunks {
+                    keys.push(*key);
+                    currencies.push(currency.as_str());
+                    chunks.push(chunk);
+                }
+            }
+        }
+        let froms: Vec<DateTime<Utc>> = chunks.iter().map(|c| c.from).collect();
+        let tos: Vec<DateTime<Utc>> = chunks.iter().map(|c| c.to).collect();
+        let granularities: Vec<&str> = chunks.iter().map(|c| c.granularity.as_str()).collect();
+        let intervals: Vec<Option<&str>> = chunks.iter().map(|c| c.interval).collect();
+        tx.execute(
+            "INSERT INTO backfill_chunks
+                 (job_id, position, coin_key, vs_currency, chunk_from, chunk_to, granularity, api_interval)
+             SELECT $1, n::int, k, c, f, t, g, i
+             FROM unnest($2::int[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[])
+                 WITH ORDINALITY AS x(k, c, f, t, g, i, n)",
+            &[&job.job_id, &keys, &currencies, &froms, &tos, &granularities, &intervals],
+        )
+        .await
+        .during("planning the backfill's chunks")?;
+        tx.commit().await.during("starting the backfill")?;
+        Ok(Claim::Leased { job, created: true })
+    }
+
+    /// The job's next pending chunk, in order.
+    pub async fn next_chunk(&self, job_id: Uuid) -> Result<Option<PendingChunk>, StoreError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT b.position, b.coin_key, c.coin_id, b.vs_currency, b.chunk_from, b.chunk_to,
+                        b.granularity, b.api_interval
+                 FROM backfill_chunks b JOIN coins c USING (coin_key)
+                 WHERE b.job_id = $1 AND b.state = 'pending' ORDER BY b.position LIMIT 1",
+                &[&job_id],
+            )
+            .await
+            .during("reading the next chunk of the backfill")?;
+        row.map(|r| {
+            let granularity: &str = r.get(6);
+            let interval: Option<&str> = r.get(7);
+            Ok(PendingChunk {
+                position: r.get(0),
+                coin_key: r.get(1),
+                coin_id: r.get(2),
+                vs_currency: r.get(3),
+                chunk: Chunk {
+                    from: r.get(4),
+                    to: r.get(5),
+                    granularity: parse_granularity(granularity)?,
+                    // The plan only ever asks for daily.
+                    interval: interval.map(|_| "daily"),
+                },
+            })
+        })
+        .transpose()
+    }
+
+    /// Ends a coin's backfill: its pending chunks in every currency become `refused`, with why.
+    /// Returns how many.
+    pub async fn refuse_coin(
+        &self,
+        job_id: Uuid,
+        chunk: &PendingChunk,
+        calls: i32,
+        detail: &str,
+    ) -> Result<u64, StoreError> {
+        self.add_calls(job_id, chunk.position, calls).await?;
+        self.client
+            .execute(
+                "UPDATE backfill_chunks SET state = 'refused', detail = $3, done_at = now()
+                 WHERE job_id = $1 AND coin_key = $2 AND state = 'pending'",
+                &[&job_id, &chunk.coin_key, &detail],
+            )
+            .await
+            .during("recording the coin's refusal")
+    }
+
+    /// Counts requests spent on a chunk that is not done (they count against the monthly budget).
+    pub async fn add_calls(
+        &self,
+        job_id: Uuid,
+        position: i32,
+        calls: i32,
+    ) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "UPDATE backfill_chunks SET calls = calls + $3, done_at = coalesce(done_at, now())
+                 WHERE job_id = $1 AND position = $2",
+                &[&job_id, &position, &calls],
+            )
+            .await
+            .during("counting the backfill's calls")?;
+        Ok(())
+    }
+
+    /// Marks the job finished when no chunk is pending; returns whether it is.
+    pub async fn finish_backfill_if_done(&self, job_id: Uuid) -> Result<bool, StoreError> {
+        let finished = self
+            .client
+            .execute(
+                "UPDATE backfill_jobs SET finished_at = now(), leased_by = NULL, leased_until = NULL
+                 WHERE job_id = $1 AND finished_at IS NULL AND NOT EXISTS
+                     (SELECT 1 FROM backfill_chunks WHERE job_id = $1 AND state = 'pending')",
+                &[&job_id],
+            )
+            .await
+            .during("finishing the backfill")?;
+        Ok(finished == 1)
+    }
+
+    /// Gives the lease back, so that the next invocation need not wait for it to run out.
+    pub async fn release_backfill(&self, job_id: Uuid, invocation: Uuid) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "UPDATE backfill_jobs SET leased_by = NULL, leased_until = NULL
+                 WHERE job_id = $1 AND leased_by = $2",
+                &[&job_id, &invocation],
+            )
+            .await
+            .during("releasing the backfill")?;
+        Ok(())
+    }
+
+    /// Requests to CoinGecko this calendar month (UTC): the live runs' and the backfills'.
+    pub async fn calls_this_month(&self) -> Result<u64, StoreError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT coalesce((SELECT sum((summary->>'calls')::bigint) FROM ingest_runs
+                                  WHERE kind = 'live' AND started_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0)
+                      + coalesce((SELECT sum(calls) FROM backfill_chunks
+                                  WHERE done_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0)",
+                &[],
+            )
+            .await
+            .during("counting this month's calls")?;
+        Ok(row.get::<_, Decimal>(0).try_into().unwrap_or(u64::MAX))
+    }
+
+    /// The newest backfill's progress, if there has been one.
+    pub async fn backfill_progress(&self) -> Result<Option<BackfillProgress>, StoreError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT j.job_id, j.window_from, j.window_to, j.granularity, j.finished_at,
+                        count(DISTINCT b.coin_key),
+                        count(DISTINCT b.coin_key) - count(DISTINCT b.coin_key) FILTER (WHERE b.state = 'pending'),
+                        count(*) FILTER (WHERE b.state = 'done'),
+                        count(*) FILTER (WHERE b.state = 'refused'),
+                        count(*) FILTER (WHERE b.state = 'pending'),
+                        coalesce(sum(b.calls), 0)::bigint,
+                        coalesce(sum(b.recorded), 0)::bigint
+                 FROM backfill_jobs j JOIN backfill_chunks b USING (job_id)
+                 WHERE j.job_id = (SELECT job_id FROM backfill_jobs ORDER BY created_at DESC LIMIT 1)
+                 GROUP BY j.job_id",
+                &[],
+            )
+            .await
+            .during("reading the backfill's progress")?;
+        Ok(row.map(|r| BackfillProgress {
+            job_id: r.get(0),
+            window_from: r.get(1),
+            window_to: r.get(2),
+            granularity: r.get(3),
+            finished_at: r.get(4),
+            coins: r.get::<_, i64>(5) as u64,
+            coins_done: r.get::<_, i64>(6) as u64,
+            chunks_done: r.get::<_, i64>(7) as u64,
+            chunks_refused: r.get::<_, i64>(8) as u64,
+            chunks_left: r.get::<_, i64>(9) as u64,
+            calls: r.get::<_, i64>(10) as u64,
+            history_inserted: r.get::<_, i64>(11) as u64,
+        }))
+    }
+
+    /// Records a backfill invocation in the ledger: its rows point at it.
+    pub async fn start_backfill_run(&self, run_id: Uuid) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "INSERT INTO ingest_runs (run_id, status, kind) VALUES ($1, $2, 'backfill')",
+                &[&run_id, &RunState::Running.as_str()],
+            )
+            .await
+            .during("recording the start of the backfill")?;
+        Ok(())
+    }
+
+    /// Records how a backfill invocation ended.
+    pub async fn finish_backfill_run(
+        &self,
+        run_id: Uuid,
+        summary: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "UPDATE ingest_runs SET status = $2, finished_at = clock_timestamp(), summary = $3 WHERE run_id = $1",
+                &[&run_id, &RunState::Succeeded.as_str(), summary],
+            )
+            .await
+            .during("recording the end of the backfill")?;
+        Ok(())
+    }
+}
+
+impl Apply<'_> {
+    /// Whether `invocation` still holds the job's lease and the chunk is still to do: a slower
+    /// invocation whose lease ran out must not write a chunk that another has taken over.
+    pub async fn chunk_is_ours(
+        &self,
+        job_id: Uuid,
+        position: i32,
+        invocation: Uuid,
+    ) -> Result<bool, StoreError> {
+        let row = self
+            .tx
+            .query_opt(
+                "SELECT 1 FROM backfill_jobs j JOIN backfill_chunks b USING (job_id)
+                 WHERE j.job_id = $1 AND j.leased_by = $3 AND b.position = $2 AND b.state = 'pending'",
+                &[&job_id, &position, &invocation],
+            )
+            .await
+            .during("checking the backfill's lease")?;
+        Ok(row.is_some())
+    }
+
+    /// What the coin's history in `vs_currency` holds around a chunk starting at `from`.
+    pub async fn series_bounds(
+        &self,
+        coin_key: i32,
+        vs_currency: &str,
+        from: DateTime<Utc>,
+    ) -> Result<SeriesBounds, StoreError> {
+        let row = self
+            .tx
+            .query_one(
+                "SELECT (SELECT price FROM price_points
+                         WHERE coin_key = $1 AND vs_currency = $2 AND source_updated_at < $3
+                         ORDER BY source_updated_at DESC LIMIT 1),
+                        least((SELECT min(source_updated_at) FROM price_points
+                               WHERE coin_key = $1 AND vs_currency = $2 AND source_updated_at >= $3),
+                              (SELECT min(source_updated_at) FROM price_points
+                               WHERE coin_key = $1 AND vs_currency = $2 AND granularity IS NULL))",
+                &[&coin_key, &vs_currency, &from],
+            )
+            .await
+            .during("reading the coin's history around the chunk")?;
+        Ok(SeriesBounds {
+            reference: row.get(0),
+            fill_until: row.get(1),
+        })
+    }
+
+    /// Appends the recorded points of a chunk, marked with their granularity, and marks the chunk
+    /// done; returns the rows written.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn write_chunk(
+        &self,
+        run_id: Uuid,
+        job_id: Uuid,
+        chunk: &PendingChunk,
+        points: &[&ChartPoint],
+        fetched: i32,
+        calls: i32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let times: Vec<DateTime<Utc>> = points.iter().map(|p| p.at).collect();
+        if !times.is_empty() {
+            self.tx
+                .execute(
+                    "SELECT price_history_make_partitions($1::timestamptz[])",
+                    &[&times],
+                )
+                .await
+                .during("making the partitions of price_history")?;
+        }
+        let prices: Vec<Decimal> = points.iter().map(|p| p.price).collect();
+        let caps: Vec<Option<Decimal>> = points.iter().map(|p| p.market_cap).collect();
+        let volumes: Vec<Option<Decimal>> = points.iter().map(|p| p.total_volume).collect();
+        let written = self
+            .tx
+            .execute(
+                "INSERT INTO price_points (source_updated_at, recorded_at, run_id, coin_key, vs_currency,
+                                           price, market_cap, total_volume, granularity)
+                 SELECT t, now(), $1, $2, $3, p, m, v, $4
+                 FROM unnest($5::timestamptz[], $6::numeric[], $7::numeric[], $8::numeric[]) AS x(t, p, m, v)
+                 ON CONFLICT (coin_key, vs_currency, source_updated_at) DO NOTHING",
+                &[&run_id, &chunk.coin_key, &chunk.vs_currency, &chunk.chunk.granularity.as_str(),
+                  &times, &prices, &caps, &volumes],
+            )
+            .await
+            .during("writing the backfilled history")?;
+        self.tx
+            .execute(
+                "UPDATE backfill_chunks
+                 SET state = 'done', points = $3, recorded = $4, calls = calls + $5, done_at = now(), run_id = $6
+                 WHERE job_id = $1 AND position = $2",
+                &[&job_id, &chunk.position, &fetched, &(written as i32), &calls, &run_id],
+            )
+            .await
+            .during("marking the chunk done")?;
+        self.tx
+            .execute(
+                "UPDATE backfill_jobs SET leased_until = $2 WHERE job_id = $1",
+                &[&job_id, &lease_until],
+            )
+            .await
+            .during("renewing the backfill's lease")?;
+        Ok(written)
+    }
+}
+
+async fn lease(
+    tx: &tokio_postgres::Transaction<'_>,
+    job_id: Uuid,
+    invocation: Uuid,
+    until: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE backfill_jobs SET leased_by = $2, leased_until = $3 WHERE job_id = $1",
+        &[&job_id, &invocation, &until],
+    )
+    .await
+    .during("leasing the backfill")?;
+    Ok(())
+}
+
+fn job_from(row: &tokio_postgres::Row) -> Result<BackfillJob, StoreError> {
+    Ok(BackfillJob {
+        job_id: row.get(0),
+        window_from: row.get(1),
+        window_to: row.get(2),
+        granularity: parse_granularity(row.get(3))?,
+    })
+}
+
+fn parse_granularity(text: &str) -> Result<Granularity, StoreError> {
+    text.parse()
+        .map_err(|e: crate::backfill::UnknownGranularity| StoreError {
+            action: "reading a backfill",
+            detail: e.to_string(),
+            sqlstate: None,
+        })
+}
