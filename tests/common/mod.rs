@@ -1,6 +1,7 @@
 //! Test harness: a fresh PostgreSQL database and a local CoinGecko stub per test.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod market_chart;
 pub mod moto;
 pub mod secure_postgres;
 pub mod simple_price;
