@@ -366,11 +366,6 @@ impl CoinGeckoClient {
         &self.config.selection
     }
 
-    /// How long one request may take.
-    pub fn request_timeout(&self) -> Duration {
-        self.config.request_timeout
-    }
-
     /// `FETCH_BUDGET_SECS`, or `time_left` when that is shorter.
     pub fn time_limit(&self, time_left: Option<Duration>) -> TimeLimit {
         match time_left {

@@ -173,7 +173,7 @@ impl Backfill<'_> {
                 store.finish_backfill_if_done(job.job_id).await?;
                 return Ok(BackfillOutcome::Finished);
             };
-            if Instant::now() + self.coingecko.request_timeout() > session.deadline() {
+            if Instant::now() >= session.deadline() {
                 return Ok(BackfillOutcome::OutOfTime);
             }
             if budget.is_some_and(|budget| spent >= budget) {

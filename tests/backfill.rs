@@ -1,0 +1,515 @@
+//! The backfill against a real PostgreSQL and a stub serving `market_chart/range` answers built
+//! from the real prices of 2024: chunking by plan, the CDC rule over the series, refusals, rate
+//! limits, invocations cut off and resumed, and backfills beside each other and beside live runs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use coingecko_cdc::app::App;
+use coingecko_cdc::backfill::{BackfillRequest, Granularity, Window};
+use coingecko_cdc::market::exact_decimal;
+use coingecko_cdc::secrets::SecretsManager;
+use coingecko_cdc::summary::{BackfillOutcome, BackfillSummary};
+use common::market_chart::ChartBook;
+use common::{coin, page, spawn_app, TestApp};
+use rust_decimal::Decimal;
+
+const COINS: [&str; 3] = ["bitcoin", "ethereum", "solana"];
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap()
+}
+
+/// A fixed window, so that two databases backfilled at different moments hold the same rows.
+fn range(from: &str, to: &str, coins: &[&str], granularity: Granularity) -> BackfillRequest {
+    BackfillRequest {
+        window: Window::Range {
+            from: at(from),
+            to: Some(at(to)),
+        },
+        coins: Some(coins.iter().map(|c| c.to_string()).collect()),
+        granularity,
+    }
+}
+
+async fn stubbed(app: &mut TestApp, currencies: &str) -> ChartBook {
+    app.set("VS_CURRENCIES", currencies);
+    let book = ChartBook::default();
+    book.serve_on(&app.coingecko).await;
+    book
+}
+
+async fn backfiller(app: &TestApp, extra: &[(&str, &str)]) -> App<SecretsManager> {
+    app.app_with(extra, SecretsManager::default()).await
+}
+
+async fn backfill(app: &TestApp, request: &BackfillRequest) -> BackfillSummary {
+    backfiller(app, &[])
+        .await
+        .backfill(request, None)
+        .await
+        .expect("backfill failed")
+}
+
+/// Every history row: (currency, coin, time) → (price, source, granularity).
+async fn history(
+    app: &TestApp,
+) -> BTreeMap<(String, String, DateTime<Utc>), (String, String, Option<String>)> {
+    app.db
+        .query(
+            "SELECT vs_currency, coin_id, source_updated_at, price::text, source, granularity FROM price_history",
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| ((r.get(0), r.get(1), r.get(2)), (r.get(3), r.get(4), r.get(5))))
+        .collect()
+}
+
+/// The documented rule, written again: first point, then moves of at least `pct` % against the
+/// last recorded price.
+fn model(points: &[(i64, String)], pct: &str) -> Vec<(i64, String)> {
+    let pct = Decimal::from_str(pct).unwrap();
+    let mut last: Option<Decimal> = None;
+    let mut kept = Vec::new();
+    for (ms, text) in points {
+        let price = exact_decimal(text).unwrap();
+        let record = match last {
+            None => true,
+            Some(reference) => {
+                price != reference
+                    && (price - reference).abs() * Decimal::ONE_HUNDRED >= pct * reference.abs()
+            }
+        };
+        if record {
+            last = Some(price);
+            kept.push((*ms, text.clone()));
+        }
+    }
+    kept
+}
+
+#[tokio::test]
+async fn a_year_on_the_demo_plan_is_chunked_as_the_plan_requires() {
+    let mut app = spawn_app().await;
+    let book = stubbed(&mut app, "usd").await;
+    let hourly = BackfillRequest {
+        window: Window::Days(365),
+        coins: Some(vec!["bitcoin".into()]),
+        granularity: Granularity::Hourly,
+    };
+
+    let summary = backfill(&app, &hourly).await;
+
+    assert_eq!(summary.outcome, BackfillOutcome::Finished);
+    assert_eq!((summary.chunks_done, summary.calls), (5, 5));
+    let requests = book.requests();
+    let now = Utc::now().timestamp();
+    assert_eq!(requests.len(), 5);
+    for pair in requests.windows(2) {
+        assert_eq!(
+            pair[0].to, pair[1].from,
+            "chunks tile the window, oldest first"
+        );
+    }
+    for request in &requests {
+        assert!(
+            request.to - request.from <= 90 * 86_400,
+            "{request:?}: hourly needs ≤ 90 days"
+        );
+        assert!(
+            request.to - request.from >= 2 * 86_400,
+            "{request:?}: 1 day would come 5-minutely"
+        );
+        assert!(
+            request.from > now - 365 * 86_400,
+            "{request:?}: Demo serves 365 days"
+        );
+        assert_eq!(request.interval, None, "Demo has no interval");
+        assert_eq!(request.precision.as_deref(), Some("full"));
+        assert_eq!(request.vs_currency, "usd");
+    }
+    assert!(now - requests[4].to < 60, "the window ends now");
+    let granularities: Vec<String> = common::column(
+        &app.db,
+        "SELECT DISTINCT granularity FROM price_history WHERE source = 'backfill'",
+    )
+    .await;
+    assert_eq!(granularities, ["hourly"]);
+
+    // Daily, the same year is one call; on Pro it says so with interval=daily.
+    let mut app = spawn_app().await;
+    app.set("COINGECKO_API_PLAN", "pro");
+    let book = stubbed(&mut app, "usd").await;
+    let daily = BackfillRequest {
+        granularity: Granularity::Daily,
+        ..hourly
+    };
+    let summary = backfill(&app, &daily).await;
+    assert_eq!((summary.chunks_done, summary.calls), (1, 1));
+    let request = &book.requests()[0];
+    assert_eq!(request.interval.as_deref(), Some("daily"));
+    let rows: Vec<String> = common::column(
+        &app.db,
+        "SELECT DISTINCT to_char(source_updated_at AT TIME ZONE 'UTC', 'HH24:MI') || ' ' || granularity FROM price_history",
+    )
+    .await;
+    assert_eq!(rows, ["00:00 daily"], "daily points at midnight UTC");
+}
+
+#[tokio::test]
+async fn backfilled_history_is_the_rule_walked_over_the_series_digit_for_digit() {
+    let mut app = spawn_app().await;
+    app.set("CDC_THRESHOLD_PCT", "1");
+    let book = stubbed(&mut app, "usd,eur").await;
+    let request = range(
+        "2026-06-01T00:00:00Z",
+        "2026-08-15T00:00:00Z",
+        &COINS,
+        Granularity::Hourly,
+    );
+
+    let summary = backfill(&app, &request).await;
+
+    assert_eq!(summary.outcome, BackfillOutcome::Finished);
+    // 75 days: one hourly chunk for each coin and currency.
+    assert_eq!(summary.chunks_done, 6);
+    let stored = history(&app).await;
+    let mut expected_rows = 0;
+    for currency in ["usd", "eur"] {
+        for coin in COINS {
+            let (from, to) = (at("2026-06-01T00:00:00Z"), at("2026-08-15T00:00:00Z"));
+            let served: Vec<(i64, String)> = book
+                .expected_points(coin, currency, from.timestamp(), to.timestamp(), None)
+                .into_iter()
+                .filter(|p| p.0 < to.timestamp_millis())
+                .map(|p| (p.0, p.1))
+                .collect();
+            assert!(
+                served.len() > 1000,
+                "{coin} {currency}: {} points",
+                served.len()
+            );
+            let want = model(&served, "1");
+            let got: Vec<(i64, String)> = stored
+                .iter()
+                .filter(|((c, id, _), _)| c == currency && id == coin)
+                .map(|((_, _, t), (price, source, granularity))| {
+                    assert_eq!(
+                        (source.as_str(), granularity.as_deref()),
+                        ("backfill", Some("hourly"))
+                    );
+                    (t.timestamp_millis(), price.clone())
+                })
+                .collect();
+            let want_decimal: Vec<(i64, Decimal)> = want
+                .iter()
+                .map(|(t, p)| (*t, exact_decimal(p).unwrap()))
+                .collect();
+            let got_decimal: Vec<(i64, Decimal)> = got
+                .iter()
+                .map(|(t, p)| (*t, Decimal::from_str(p).unwrap()))
+                .collect();
+            assert_eq!(got_decimal, want_decimal, "{coin} in {currency}");
+            expected_rows += want.len() as u64;
+        }
+    }
+    assert_eq!(summary.history_inserted, expected_rows);
+    // Bitcoin's prices are written without an exponent: the digits themselves are kept.
+    let bitcoin_first = book.expected_points(
+        "bitcoin",
+        "usd",
+        at("2026-06-01T00:00:00Z").timestamp(),
+        at("2026-06-02T00:00:00Z").timestamp(),
+        None,
+    )[0]
+    .1
+    .clone();
+    assert_eq!(
+        stored[&("usd".into(), "bitcoin".into(), at("2026-06-01T00:00:00Z"))].0,
+        bitcoin_first
+    );
+    // The live reference is untouched: no coin has a latest price.
+    assert_eq!(app.count("current_prices").await, 0);
+}
+
+#[tokio::test]
+async fn a_coin_the_plan_refuses_ends_alone_and_a_rate_limit_only_waits() {
+    let mut app = spawn_app().await;
+    let book = stubbed(&mut app, "usd,eur").await;
+    book.refuse_range("ethereum");
+    book.rate_limit_call(2);
+    let request = range(
+        "2026-01-01T00:00:00Z",
+        "2026-11-01T00:00:00Z",
+        &COINS,
+        Granularity::Daily,
+    );
+
+    let summary = backfill(&app, &request).await;
+
+    assert_eq!(summary.outcome, BackfillOutcome::Finished);
+    assert_eq!(summary.refused.len(), 1, "{:?}", summary.refused);
+    let refused = &summary.refused[0];
+    assert_eq!(refused.coin_id, "ethereum");
+    assert!(
+        refused.error.contains("365 days") && refused.error.contains("COINGECKO_API_PLAN=pro"),
+        "{}",
+        refused.error
+    );
+    // ethereum: one call refused, its other currency given up without a call.
+    assert_eq!(summary.chunks_refused, 2);
+    assert_eq!(summary.chunks_done, 4);
+    // 4 chunks, ethereum's refusal, and the 429 answered again after its Retry-After.
+    assert_eq!(summary.calls, 6);
+    let coins: Vec<String> = common::column(
+        &app.db,
+        "SELECT DISTINCT coin_id FROM price_history ORDER BY 1",
+    )
+    .await;
+    assert_eq!(coins, ["bitcoin", "solana"]);
+}
+
+#[tokio::test]
+async fn an_invocation_cut_off_resumes_to_the_same_rows_and_a_second_backfill_adds_nothing() {
+    let request = range(
+        "2026-03-01T00:00:00Z",
+        "2026-11-01T00:00:00Z",
+        &COINS,
+        Granularity::Hourly,
+    );
+    let mut whole = spawn_app().await;
+    stubbed(&mut whole, "usd,eur").await;
+    let uninterrupted = backfill(&whole, &request).await;
+    assert_eq!(uninterrupted.outcome, BackfillOutcome::Finished);
+
+    let mut app = spawn_app().await;
+    let book = stubbed(&mut app, "usd,eur").await;
+    book.delay(std::time::Duration::from_millis(400));
+    // 3 s, 2 of them kept for a chunk's apply: about two chunks an invocation.
+    let short = [
+        ("FETCH_BUDGET_SECS", "3"),
+        ("DB_LOCK_TIMEOUT_SECS", "1"),
+        ("DB_STATEMENT_TIMEOUT_SECS", "1"),
+    ];
+    let mut invocations = Vec::new();
+    loop {
+        let summary = backfiller(&app, &short)
+            .await
+            .backfill(&request, None)
+            .await
+            .expect("an invocation failed");
+        let outcome = summary.outcome;
+        invocations.push(summary);
+        if outcome == BackfillOutcome::Finished {
+            break;
+        }
+        assert_eq!(outcome, BackfillOutcome::OutOfTime);
+        assert!(invocations.len() < 40, "no progress");
+    }
+    assert!(invocations.len() >= 3, "{} invocations", invocations.len());
+    assert_eq!(
+        invocations.iter().map(|s| s.chunks_done).sum::<u64>(),
+        uninterrupted.chunks_done
+    );
+    assert_eq!(history(&app).await, history(&whole).await, "row for row");
+
+    let before = app.price_tables().await;
+    let calls = book.requests().len();
+    let again = backfill(&app, &request).await;
+    assert_eq!(again.outcome, BackfillOutcome::AlreadyDone);
+    assert_eq!((again.calls, again.history_inserted), (0, 0));
+    let shorter = range(
+        "2026-06-01T00:00:00Z",
+        "2026-11-01T00:00:00Z",
+        &COINS,
+        Granularity::Hourly,
+    );
+    assert_eq!(
+        backfill(&app, &shorter).await.outcome,
+        BackfillOutcome::AlreadyDone
+    );
+    assert_eq!(book.requests().len(), calls);
+    assert_eq!(app.price_tables().await, before);
+}
+
+#[tokio::test]
+async fn two_backfills_at_once_write_each_row_once() {
+    let request = range(
+        "2026-03-01T00:00:00Z",
+        "2026-11-01T00:00:00Z",
+        &COINS,
+        Granularity::Hourly,
+    );
+    let mut whole = spawn_app().await;
+    stubbed(&mut whole, "usd").await;
+    backfill(&whole, &request).await;
+
+    let mut app = spawn_app().await;
+    let book = stubbed(&mut app, "usd").await;
+    book.delay(std::time::Duration::from_millis(50));
+    let (a, b) = (backfiller(&app, &[]).await, backfiller(&app, &[]).await);
+    let (first, second) = tokio::join!(a.backfill(&request, None), b.backfill(&request, None));
+    let outcomes = [first.unwrap().outcome, second.unwrap().outcome];
+
+    assert!(
+        outcomes.contains(&BackfillOutcome::Finished),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&BackfillOutcome::Busy) || outcomes == [BackfillOutcome::Finished; 2],
+        "{outcomes:?}"
+    );
+    assert_eq!(history(&app).await, history(&whole).await);
+    let chunks = 3 * 3;
+    assert_eq!(book.requests().len(), chunks, "no chunk fetched twice");
+}
+
+#[tokio::test]
+async fn a_backfill_beside_live_runs_fills_only_before_the_first_live_row() {
+    let mut app = spawn_app().await;
+    app.set("TOP_N", "3");
+    let book = stubbed(&mut app, "usd,eur").await;
+    let now = Utc::now();
+    let live_at = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let serve_live = |t: DateTime<Utc>| {
+        let app = &app;
+        let book = &book;
+        async move {
+            app.serve(&[page(&[
+                coin("bitcoin", "95000.5", &live_at(t)),
+                coin("ethereum", "3100.25", &live_at(t)),
+                coin("solana", "140.125", &live_at(t)),
+            ])])
+            .await;
+            let prices = common::simple_price::PriceBook::default();
+            for c in COINS {
+                prices.set(c, "eur", "1.5", t.timestamp());
+            }
+            prices.serve_on(&app.coingecko).await;
+            book.serve_on(&app.coingecko).await;
+        }
+    };
+    // The live run goes first: the backfill of the tracked coins stops at its rows.
+    serve_live(now - TimeDelta::days(3)).await;
+    app.run().await;
+    let reference: Vec<String> = common::column(
+        &app.db,
+        "SELECT recorded_price::text FROM quotes ORDER BY vs_currency, coin_key",
+    )
+    .await;
+    let month = BackfillRequest {
+        window: Window::Days(30),
+        coins: None,
+        granularity: Granularity::Hourly,
+    };
+
+    // The next live run and the backfill at once.
+    serve_live(now - TimeDelta::days(2)).await;
+    let (live, filled) = tokio::join!(app.try_run(None), backfill(&app, &month));
+    live.expect("the live run failed");
+
+    assert_eq!(filled.outcome, BackfillOutcome::Finished);
+    assert_eq!(filled.chunks_done, 3 * 2);
+    let first_live: Vec<(String, String, DateTime<Utc>)> = app
+        .db
+        .query(
+            "SELECT vs_currency, coin_id, min(source_updated_at) FROM price_history
+             WHERE source = 'live' GROUP BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(first_live.len(), 6);
+    let stored = history(&app).await;
+    let (from, to) = (filled.window_from.unwrap(), filled.window_to.unwrap());
+    for (currency, coin, live) in first_live {
+        // The series up to the first live row, walked by the rule: nothing at or after it.
+        let served: Vec<(i64, String)> = book
+            .expected_points(&coin, &currency, from.timestamp(), to.timestamp(), None)
+            .into_iter()
+            .filter(|p| p.0 >= from.timestamp_millis() && p.0 < live.timestamp_millis())
+            .map(|p| (p.0, p.1))
+            .collect();
+        let want: Vec<(i64, Decimal)> = model(&served, "0.5")
+            .into_iter()
+            .map(|(t, p)| (t, exact_decimal(&p).unwrap()))
+            .collect();
+        let got: Vec<(i64, Decimal)> = stored
+            .iter()
+            .filter(|((c, id, _), (_, source, _))| {
+                c == &currency && id == &coin && source == "backfill"
+            })
+            .map(|((_, _, t), (price, _, _))| {
+                (t.timestamp_millis(), Decimal::from_str(price).unwrap())
+            })
+            .collect();
+        assert!(!got.is_empty(), "{coin} {currency}");
+        assert_eq!(got, want, "{coin} {currency}: live from {live}");
+    }
+    let after: Vec<String> = common::column(
+        &app.db,
+        "SELECT recorded_price::text FROM quotes ORDER BY vs_currency, coin_key",
+    )
+    .await;
+    assert_eq!(
+        after, reference,
+        "the live CDC reference never moves for a backfill"
+    );
+    let live_rows: i64 = app
+        .db
+        .query_one(
+            "SELECT count(*) FROM price_history WHERE source = 'live'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        live_rows, 6,
+        "the second live run moved no price: only the first recorded"
+    );
+}
+
+#[tokio::test]
+async fn the_monthly_call_budget_stops_the_backfill_and_status_shows_what_is_left() {
+    let mut app = spawn_app().await;
+    stubbed(&mut app, "usd").await;
+    let request = range(
+        "2026-03-01T00:00:00Z",
+        "2026-11-01T00:00:00Z",
+        &COINS,
+        Granularity::Hourly,
+    );
+
+    let summary = backfiller(&app, &[("COINGECKO_MONTHLY_CALL_BUDGET", "4")])
+        .await
+        .backfill(&request, None)
+        .await
+        .unwrap();
+
+    assert_eq!(summary.outcome, BackfillOutcome::OutOfMonthlyCalls);
+    assert_eq!(
+        (summary.calls, summary.chunks_done, summary.chunks_left),
+        (4, 4, 5)
+    );
+    let output = common::cli(&app, &["status", "--json"], &[]).await;
+    let status = common::stdout_json(&output);
+    let progress = &status["backfill"]["progress"];
+    assert_eq!(progress["chunks_left"], 5);
+    assert_eq!(progress["calls"], 4);
+    assert_eq!(progress["coins_done"], 1);
+    assert_eq!(status["backfill"]["estimate"]["calls_left"], 5);
+    assert_eq!(
+        status["runs"].as_array().unwrap().len(),
+        0,
+        "a backfill is no live run"
+    );
+}
