@@ -112,7 +112,7 @@ pub fn backfill_request(body: &Value) -> Result<BackfillRequest, EventError> {
         text.as_deref()
             .map(parse_instant)
             .transpose()
-            .map_err(|problem| wrong(problem))
+            .map_err(&wrong)
     };
     let window = match (payload.days, time(&payload.from)?, time(&payload.to)?) {
         (Some(0), ..) => return Err(wrong("asks for 0 days".into())),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use coingecko_cdc::lambda::{handle, metrics_record, Migrated, Response};
 use coingecko_cdc::secrets::{SecretError, SecretSource};
-use coingecko_cdc::summary::{Counts, Requests, RunState, Summary, Timings};
+use coingecko_cdc::summary::{BackfillOutcome, Counts, Requests, RunState, Summary, Timings};
 use common::{fixture, spawn_app};
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde_json::{json, Value};
@@ -79,7 +79,7 @@ async fn each_event_in_events_does_what_it_asks_and_a_redelivery_is_a_duplicate(
         ("manual.json", None),
     ];
     let mut tested: Vec<&str> = runs.iter().map(|(file, _)| *file).collect();
-    tested.push("migrate.json");
+    tested.extend(["migrate.json", "backfill.json"]);
     tested.sort();
     let mut present: Vec<String> =
         std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/events"))
@@ -101,6 +101,20 @@ async fn each_event_in_events_does_what_it_asks_and_a_redelivery_is_a_duplicate(
     );
     assert_eq!(again.status, RunState::Duplicate);
     assert_eq!(app.count("price_history").await, 100);
+    // The tracked coins' live rows are from 2024, before the last 365 days: the backfill asks
+    // for each coin's year and has nothing to fill.
+    common::market_chart::ChartBook::default()
+        .serve_on(&app.coingecko)
+        .await;
+    let Response::Backfill(backfilled) = handle(&function, event("backfill.json")).await.unwrap()
+    else {
+        panic!("not a backfill")
+    };
+    assert_eq!(backfilled.outcome, BackfillOutcome::Finished);
+    assert_eq!(
+        (backfilled.chunks_done, backfilled.history_inserted),
+        (100, 0)
+    );
     let migrated = handle(&function, event("migrate.json")).await.unwrap();
     assert_eq!(
         migrated,
@@ -108,10 +122,11 @@ async fn each_event_in_events_does_what_it_asks_and_a_redelivery_is_a_duplicate(
         "the schema was current"
     );
     assert_eq!(
-        app.count("ingest_runs").await,
+        app.count("ingest_runs WHERE kind = 'live'").await,
         4,
         "a migrate request is no run"
     );
+    assert_eq!(app.count("ingest_runs WHERE kind = 'backfill'").await, 1);
 }
 
 #[tokio::test]

@@ -86,6 +86,10 @@ async fn everything(app: &TestApp) -> Vec<Vec<String>> {
               r.total_volume, r.high_24h, r.low_24h, r.price_change_24h, r.price_change_percentage_24h,
               r.circulating_supply, r.total_supply, r.max_supply, r.source_updated_at,
               r.first_seen_at, r.last_changed_at, r.recorded_price, r.recorded_at)"
+        } else if relation == "price_history" {
+            // V9 adds where a row came from: checked apart.
+            "(r.coin_id, r.vs_currency, r.price, r.market_cap, r.total_volume, r.source_updated_at,
+              r.recorded_at, r.run_id)"
         } else {
             "r"
         };
@@ -122,8 +126,28 @@ async fn v6_keeps_every_row_the_views_the_grants_and_the_append_only_rule() {
 
     let applied = app.store().await.migrate().await.unwrap();
 
-    assert_eq!(applied, ["V6__coin_dimension", "V7__raw_pages_text_lz4"]);
+    assert_eq!(
+        applied,
+        [
+            "V6__coin_dimension",
+            "V7__raw_pages_text_lz4",
+            "V8__raw_answers_of_every_endpoint",
+            "V9__backfill"
+        ]
+    );
     assert_eq!(everything(&app).await, before, "every row reads the same");
+    let origins = column::<String>(
+        &app.db,
+        "SELECT DISTINCT source || ' ' || coalesce(granularity, '-') FROM price_history
+         UNION ALL SELECT DISTINCT endpoint FROM raw_pages
+         UNION ALL SELECT DISTINCT kind FROM ingest_runs",
+    )
+    .await;
+    assert_eq!(
+        origins,
+        ["live -", "coins/markets", "live"],
+        "rows from before are live runs' and pages"
+    );
     let compression: String = app
         .db
         .query_one(
