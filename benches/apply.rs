@@ -23,6 +23,8 @@
 //! `V5_ROWS` (default 0; otherwise that much history is loaded into V5's tables, sized, migrated to
 //! V6 and sized again).
 
+#[path = "support/cli_process.rs"]
+mod cli_process;
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "apply/scale.rs"]
@@ -31,13 +33,13 @@ mod scale;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::ops::{Add, Sub};
-use std::process::Stdio;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use chrono::{TimeZone, Utc};
+use cli_process::run_cli;
 use coingecko_cdc::cdc;
 use coingecko_cdc::coingecko::{CoinGeckoClient, LogProgress, PER_PAGE};
 use coingecko_cdc::config::{Config, DbTls, SslMode};
@@ -650,48 +652,6 @@ async fn run_floor(
     Ok((started.elapsed(), (wire.read() - at_start).total()))
 }
 
-struct CliRun {
-    summary: serde_json::Value,
-    peak_rss_kib: u64,
-}
-
-/// A whole run of the release `coingecko-cdc` binary, and the peak RSS of its process.
-async fn run_cli(db_url: &str, settings: &HashMap<String, String>) -> Result<CliRun> {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coingecko-cdc"))
-        .arg("run")
-        .env_clear()
-        .envs(settings)
-        .env("DATABASE_URL", db_url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting coingecko-cdc")?;
-    let pid = child.id().context("coingecko-cdc exited at once")?;
-    let output = tokio::spawn(child.wait_with_output());
-    let mut peak_rss_kib = 0;
-    // VmHWM only grows, so the last reading before the process exits is its peak.
-    while !output.is_finished() {
-        peak_rss_kib = vm_hwm_kib(pid).unwrap_or(peak_rss_kib);
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let output = output.await??;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let cause = stderr.lines().last().unwrap_or_default();
-    ensure!(output.status.success(), "coingecko-cdc run failed: {cause}");
-    let summary = serde_json::from_slice(&output.stdout).context("no summary on stdout")?;
-    Ok(CliRun {
-        summary,
-        peak_rss_kib,
-    })
-}
-
-/// The process's peak resident set; `None` once it has exited.
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
-    line.trim().trim_end_matches("kB").trim().parse().ok()
-}
-
 /// Rows inserted or updated in the price tables so far, read once every other session of the
 /// database has ended (a backend reports its statistics when it exits).
 async fn rows_written(db: &Client) -> Result<i64> {
@@ -776,7 +736,7 @@ impl Bench {
         let template_url = server.url(&template, false);
         connect_store(&template_url).await?.migrate().await?;
         common::serve_on(&self.stub, &answer(&self.recorded, coins, 1)?).await;
-        let first_load = run_cli(&template_url, &env).await?;
+        let first_load = run_cli(&["run"], &template_url, &env).await?;
         // As a steady state would be (autovacuum may be off, as on the build machine).
         common::connect(&template_url)
             .await
@@ -813,13 +773,13 @@ impl Bench {
         let db = server.create(Some(&template)).await?;
         let counted = server.url(&db, true);
         let before = wire.read();
-        let steady = run_cli(&counted, &env).await?;
+        let steady = run_cli(&["run"], &counted, &env).await?;
         let steady_wire = (wire.read() - before).total();
         let reader = common::connect(&server.url(&db, false)).await;
         let (rows_before, digest_before) =
             (rows_written(&reader).await?, fingerprint(&reader).await?);
         let before = wire.read();
-        let rerun = run_cli(&counted, &env).await?;
+        let rerun = run_cli(&["run"], &counted, &env).await?;
         let rerun_wire = (wire.read() - before).total();
         let rows_rewritten = rows_written(&reader).await? - rows_before;
         let unchanged = fingerprint(&reader).await? == digest_before;

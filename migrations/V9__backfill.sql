@@ -44,8 +44,10 @@ CREATE TABLE backfill_chunks (
     granularity  text NOT NULL CHECK (granularity IN ('hourly', 'daily')),
     api_interval text,
     state        text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'refused')),
-    -- Requests spent on it, retries included, also when they failed.
+    -- Requests spent on it, retries included, also when they failed, and when the last was made
+    -- (the monthly call budget counts them by it).
     calls        integer NOT NULL DEFAULT 0,
+    last_call_at timestamptz,
     points       integer,
     recorded     integer,
     detail       text,
@@ -55,4 +57,4 @@ CREATE TABLE backfill_chunks (
     UNIQUE (job_id, coin_key, vs_currency, chunk_from)
 );
 CREATE INDEX backfill_chunks_pending ON backfill_chunks (job_id, position) WHERE state = 'pending';
-CREATE INDEX backfill_chunks_done_at ON backfill_chunks (done_at);
+CREATE INDEX backfill_chunks_last_call_at ON backfill_chunks (last_call_at);

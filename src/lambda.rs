@@ -75,9 +75,14 @@ pub async fn handle<S: SecretSource>(
             );
             Ok(Response::Run(summary))
         }
-        Request::Backfill(request) => Ok(Response::Backfill(
-            app.backfill(&request, time_left(&event.context)).await?,
-        )),
+        Request::Backfill(request) => {
+            let summary = app.backfill(&request, time_left(&event.context)).await?;
+            println!(
+                "{}",
+                backfill_metrics_record(&summary, chrono::Utc::now().timestamp_millis())
+            );
+            Ok(Response::Backfill(summary))
+        }
     }
 }
 
@@ -104,9 +109,36 @@ pub fn metrics_record(summary: &Summary, timestamp_ms: i64) -> Value {
             ("FetchDuration", "Milliseconds", summary.fetch_ms),
             ("ApplyDuration", "Milliseconds", summary.apply_ms),
             ("RawDuration", "Milliseconds", summary.raw_ms),
+            ("Calls", "Count", summary.calls),
             ("Duplicate", "Count", 0),
         ]
     };
+    let mut record = emf(timestamp_ms, metrics, "VsCurrency", &summary.vs_currency);
+    record["run_id"] = json!(summary.run_id);
+    record["status"] = json!(summary.status.as_str());
+    record
+}
+
+/// A backfill invocation's figures, for the dashboard: what it did and what is left.
+pub fn backfill_metrics_record(summary: &BackfillSummary, timestamp_ms: i64) -> Value {
+    let metrics: &[(&str, &str, u64)] = &[
+        ("BackfillChunks", "Count", summary.chunks_done),
+        ("BackfillChunksLeft", "Count", summary.chunks_left),
+        ("BackfillChunksRefused", "Count", summary.chunks_refused),
+        ("BackfillCalls", "Count", summary.calls),
+        ("BackfillHistoryInserted", "Count", summary.history_inserted),
+        ("BackfillDuration", "Milliseconds", summary.duration_ms),
+    ];
+    let outcome = serde_json::to_value(summary.outcome).unwrap_or_default();
+    let mut record = emf(timestamp_ms, metrics, "Kind", "backfill");
+    record["run_id"] = json!(summary.run_id);
+    record["outcome"] = outcome;
+    record
+}
+
+/// A CloudWatch Embedded Metric Format record of `metrics` in the namespace `CoinGeckoCdc`, with
+/// one dimension.
+fn emf(timestamp_ms: i64, metrics: &[(&str, &str, u64)], dimension: &str, value: &str) -> Value {
     let declared: Vec<Value> = metrics
         .iter()
         .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
@@ -116,16 +148,14 @@ pub fn metrics_record(summary: &Summary, timestamp_ms: i64) -> Value {
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": "CoinGeckoCdc",
-                "Dimensions": [["VsCurrency"]],
+                "Dimensions": [[dimension]],
                 "Metrics": declared
             }]
         },
-        "VsCurrency": summary.vs_currency,
-        "run_id": summary.run_id,
-        "status": summary.status.as_str(),
     });
-    for (name, _, value) in metrics {
-        record[*name] = json!(value);
+    record[dimension] = json!(value);
+    for (name, _, figure) in metrics {
+        record[*name] = json!(figure);
     }
     record
 }

@@ -316,3 +316,35 @@ async fn help_says_settings_come_from_the_environment() {
         assert!(help.contains(text), "{text} missing: {help}");
     }
 }
+
+#[tokio::test]
+async fn backfill_prints_its_summary_and_a_window_the_demo_plan_refuses_is_an_error() {
+    let app = spawn_app().await;
+    common::market_chart::ChartBook::default()
+        .serve_on(&app.coingecko)
+        .await;
+
+    let output = cli(
+        &app,
+        &["backfill", "--days", "30", "--coins", "bitcoin,ethereum"],
+        &[("VS_CURRENCIES", "usd,eur")],
+    )
+    .await;
+
+    assert!(output.status.success(), "{}", last_stderr_line(&output));
+    let summary = stdout_json(&output);
+    assert_eq!(summary["outcome"], "finished");
+    assert_eq!(summary["granularity"], "daily");
+    assert_eq!(
+        summary["chunks_done"], 4,
+        "2 coins x 2 currencies, 30 days in one call"
+    );
+    assert_eq!(summary["calls"], 4);
+
+    let refused = cli(&app, &["backfill", "--days", "400"], &[]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let cause = last_stderr_line(&refused);
+    assert!(cause.contains("365"), "{cause}");
+    let usage = cli(&app, &["backfill"], &[]).await;
+    assert_eq!(usage.status.code(), Some(2), "--days or --from is required");
+}

@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use coingecko_cdc::lambda::{handle, metrics_record, Migrated, Response};
+use coingecko_cdc::lambda::{backfill_metrics_record, handle, metrics_record, Migrated, Response};
 use coingecko_cdc::secrets::{SecretError, SecretSource};
-use coingecko_cdc::summary::{BackfillOutcome, Counts, Requests, RunState, Summary, Timings};
+use coingecko_cdc::summary::{
+    BackfillOutcome, BackfillSummary, Counts, Requests, RunState, Summary, Timings,
+};
 use common::{fixture, spawn_app};
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde_json::{json, Value};
@@ -337,7 +339,7 @@ fn a_run() -> Summary {
 }
 
 /// The figures a run's EMF record carries, besides `Duplicate`.
-const FIGURES: [&str; 7] = [
+const FIGURES: [&str; 8] = [
     "Fetched",
     "Rejected",
     "HistoryInserted",
@@ -345,6 +347,7 @@ const FIGURES: [&str; 7] = [
     "FetchDuration",
     "ApplyDuration",
     "RawDuration",
+    "Calls",
 ];
 
 /// The metric names an EMF record declares, each checked to have a value in the record.
@@ -393,6 +396,37 @@ fn a_duplicate_counts_once_and_repeats_none_of_the_first_runs_figures() {
     }
     assert_eq!(record["status"], "duplicate");
     assert_eq!(record["VsCurrency"], "usd");
+}
+
+#[test]
+fn a_backfill_invocation_has_metrics_of_its_own() {
+    let mut summary = BackfillSummary::new(Uuid::nil());
+    summary.chunks_done = 22;
+    summary.chunks_left = 728;
+    summary.calls = 23;
+    summary.outcome = BackfillOutcome::OutOfTime;
+    let record = backfill_metrics_record(&summary, 1_700_000_000_000);
+    assert_eq!(
+        declared_metrics(&record),
+        [
+            "BackfillChunks",
+            "BackfillChunksLeft",
+            "BackfillChunksRefused",
+            "BackfillCalls",
+            "BackfillHistoryInserted",
+            "BackfillDuration"
+        ]
+    );
+    assert_eq!(
+        (&record["BackfillChunksLeft"], &record["BackfillCalls"]),
+        (&json!(728), &json!(23))
+    );
+    assert_eq!(record["Kind"], "backfill");
+    assert_eq!(record["outcome"], "out_of_time");
+    assert_eq!(
+        record["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([["Kind"]])
+    );
 }
 
 #[tokio::test]

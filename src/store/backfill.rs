@@ -270,7 +270,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.client
             .execute(
-                "UPDATE backfill_chunks SET calls = calls + $3, done_at = coalesce(done_at, now())
+                "UPDATE backfill_chunks SET calls = calls + $3, last_call_at = now()
                  WHERE job_id = $1 AND position = $2",
                 &[&job_id, &position, &calls],
             )
@@ -315,7 +315,7 @@ impl Store {
                 "SELECT coalesce((SELECT sum((summary->>'calls')::bigint) FROM ingest_runs
                                   WHERE kind = 'live' AND started_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0)
                       + coalesce((SELECT sum(calls) FROM backfill_chunks
-                                  WHERE done_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0)",
+                                  WHERE last_call_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0)",
                 &[],
             )
             .await
@@ -478,7 +478,8 @@ impl Apply<'_> {
         self.tx
             .execute(
                 "UPDATE backfill_chunks
-                 SET state = 'done', points = $3, recorded = $4, calls = calls + $5, done_at = now(), run_id = $6
+                 SET state = 'done', points = $3, recorded = $4, calls = calls + $5, last_call_at = now(),
+                     done_at = now(), run_id = $6
                  WHERE job_id = $1 AND position = $2",
                 &[&job_id, &chunk.position, &fetched, &(written as i32), &calls, &run_id],
             )

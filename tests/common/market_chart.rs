@@ -112,6 +112,13 @@ impl RealYear {
     }
 
     /// Whether the coin is in the top 100 on any day of the year.
+    /// Every coin of the year, in a stable order.
+    pub fn coin_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.coins.keys().map(String::as_str).collect();
+        ids.sort();
+        ids
+    }
+
     pub fn knows(&self, coin: &str) -> bool {
         self.coins.contains_key(coin)
     }
@@ -309,11 +316,13 @@ impl ChartBook {
         if let Some(&status) = faults.refused.get(&asked.coin_id) {
             return json(status, OUT_OF_RANGE.into());
         }
-        if !RealYear::get().knows(&asked.coin_id) {
+        // `bitcoin~7` is bitcoin again, under another id: for more coins than the year holds.
+        let real_id = asked.coin_id.split('~').next().unwrap_or_default();
+        if !RealYear::get().knows(real_id) {
             return json(404, COIN_NOT_FOUND.into());
         }
         let points = self.expected_points(
-            &asked.coin_id,
+            real_id,
             &asked.vs_currency,
             asked.from,
             asked.to,
