@@ -367,13 +367,7 @@ impl Respond for ChartBook {
 }
 
 fn read_request(request: &Request) -> Result<ChartRequest, String> {
-    let param = |name: &str| {
-        request
-            .url
-            .query_pairs()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    };
+    let param = |name: &str| super::param_of(request, name);
     let required = |name: &str| param(name).ok_or(format!("missing parameter {name}"));
     let seconds = |name: &str| {
         let text = required(name)?;

@@ -70,6 +70,15 @@ pub fn numbered_coins(range: std::ops::Range<usize>, price: &str) -> Vec<String>
         .collect()
 }
 
+/// The value of a query parameter of a request the stub received.
+pub fn param_of(request: &wiremock::Request, name: &str) -> Option<String> {
+    request
+        .url
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
 /// Serves `pages` as pages 1, 2, … of `/coins/markets` on `stub`, replacing what it served before.
 pub async fn serve_on(stub: &MockServer, pages: &[String]) {
     stub.reset().await;

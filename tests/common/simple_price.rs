@@ -64,13 +64,7 @@ impl PriceBook {
 
 impl Respond for PriceBook {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let param = |name: &str| {
-            request
-                .url
-                .query_pairs()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.into_owned())
-        };
+        let param = |name: &str| super::param_of(request, name);
         let ids: Vec<String> = param("ids")
             .unwrap_or_default()
             .split(',')
