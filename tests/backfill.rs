@@ -361,7 +361,9 @@ async fn two_backfills_at_once_write_each_row_once() {
         "{outcomes:?}"
     );
     assert!(
-        outcomes.contains(&BackfillOutcome::Busy) || outcomes == [BackfillOutcome::Finished; 2],
+        // The other finds it at work, or (on a slow start) already done.
+        outcomes.contains(&BackfillOutcome::Busy)
+            || outcomes.contains(&BackfillOutcome::AlreadyDone),
         "{outcomes:?}"
     );
     assert_eq!(history(&app).await, history(&whole).await);
