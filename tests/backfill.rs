@@ -515,3 +515,50 @@ async fn the_monthly_call_budget_stops_the_backfill_and_status_shows_what_is_lef
         "a backfill is no live run"
     );
 }
+
+#[tokio::test]
+async fn a_chunk_aged_past_the_demo_plans_year_is_refused_without_a_call() {
+    let mut app = spawn_app().await;
+    let book = stubbed(&mut app, "usd").await;
+    let request = BackfillRequest {
+        window: Window::Days(100),
+        coins: Some(vec!["bitcoin".into()]),
+        granularity: Granularity::Daily,
+    };
+    // No time for a chunk: the backfill is planned, then left.
+    let planned = backfiller(
+        &app,
+        &[
+            ("FETCH_BUDGET_SECS", "1"),
+            ("DB_LOCK_TIMEOUT_SECS", "1"),
+            ("DB_STATEMENT_TIMEOUT_SECS", "1"),
+        ],
+    )
+    .await
+    .backfill(&request, None)
+    .await
+    .unwrap();
+    assert_eq!(
+        (planned.outcome, planned.chunks_left),
+        (BackfillOutcome::OutOfTime, 1)
+    );
+    // Resumed 400 days later, as far as the chunk can tell.
+    app.db
+        .batch_execute(
+            "UPDATE backfill_chunks SET chunk_from = chunk_from - interval '400 days',
+                                        chunk_to = chunk_to - interval '400 days'",
+        )
+        .await
+        .unwrap();
+
+    let resumed = backfill(&app, &request).await;
+
+    assert_eq!(resumed.outcome, BackfillOutcome::Finished);
+    assert_eq!((resumed.chunks_refused, resumed.calls), (1, 0));
+    assert!(
+        resumed.refused[0].error.contains("365 days"),
+        "{:?}",
+        resumed.refused
+    );
+    assert!(book.requests().is_empty());
+}

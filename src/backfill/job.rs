@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::plan::{plan_chunks, window_for_days, BackfillRequest, PlanError, Window};
 use crate::cdc;
-use crate::coingecko::{ChartSession, CoinGeckoClient, FetchError};
+use crate::coingecko::{Call, ChartSession, CoinGeckoClient, FetchError};
 use crate::config::{ApiPlan, CoinSelection, IngestConfig};
 use crate::market::ChartPoint;
 use crate::store::{
@@ -267,6 +267,18 @@ impl Backfill<'_> {
         if self.coingecko.plan() == ApiPlan::Demo {
             let earliest = Utc::now() - TimeDelta::days(365) + DEMO_HISTORY_MARGIN;
             chunk.from = chunk.from.max(earliest);
+            // A backfill resumed long after it started: CoinGecko would refuse the whole chunk.
+            if chunk.from >= chunk.to {
+                return Err(FetchError::OutOfPlanRange {
+                    call: Call::Chart {
+                        coin_id: pending.coin_id.clone(),
+                        vs_currency: pending.vs_currency.clone(),
+                        from: pending.chunk.from,
+                        to: pending.chunk.to,
+                    },
+                    message: format!("not asked: it ends before {earliest}, by now"),
+                });
+            }
         }
         self.coingecko
             .chart(session, &pending.coin_id, &pending.vs_currency, &chunk)
