@@ -156,13 +156,13 @@ impl Backfill<'_> {
         time_left: Option<Duration>,
         summary: &mut BackfillSummary,
     ) -> Result<BackfillOutcome, BackfillError> {
-        // A chunk's apply may wait this long for the lock and its statement: the fetch leaves it that.
+        // Before a deadline, the last chunk's apply may wait this long for the lock and its
+        // statement: the fetch leaves it that, as a run's does.
         let apply_bound = self.settings.lock_timeout + self.settings.statement_timeout;
-        let limit = self.coingecko.time_limit(time_left);
-        let mut session = self.coingecko.chart_session(crate::coingecko::TimeLimit {
-            duration: limit.duration.saturating_sub(apply_bound),
-            ..limit
-        });
+        let time_left = time_left.map(|left| left.saturating_sub(apply_bound));
+        let mut session = self
+            .coingecko
+            .chart_session(self.coingecko.time_limit(time_left));
         let budget = self.coingecko.monthly_call_budget();
         let mut spent = match budget {
             Some(_) => store.calls_this_month().await?,
