@@ -488,3 +488,64 @@ async fn a_connection_killed_during_the_apply_fails_the_run_cleanly_and_the_next
         "the next run catches up: {next:?}"
     );
 }
+
+/// The dashboard in template.yaml as CloudWatch reads it: `!Sub`'s `${…}` filled with a name.
+fn dashboard() -> Value {
+    let template =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml")).unwrap();
+    let start = template.find("DashboardBody: !Sub |").expect("a dashboard") + 21;
+    let body: Vec<&str> = template[start..]
+        .lines()
+        .skip(1)
+        .take_while(|line| line.is_empty() || line.starts_with("        "))
+        .collect();
+    let mut json = body.join("\n");
+    while let Some(at) = json.find("${") {
+        let end = at + json[at..].find('}').unwrap();
+        json.replace_range(at..=end, "name");
+    }
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("the dashboard is not JSON: {e}"))
+}
+
+#[test]
+fn the_dashboard_is_json_and_shows_only_metrics_the_function_emits() {
+    let mut backfill = BackfillSummary::new(Uuid::nil());
+    backfill.outcome = BackfillOutcome::Finished;
+    let emitted: Vec<String> = [
+        metrics_record(&a_run(), 0),
+        metrics_record(&a_run().into_duplicate(), 0),
+        backfill_metrics_record(&backfill, 0),
+    ]
+    .iter()
+    .flat_map(|record| {
+        declared_metrics(record)
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    })
+    .collect();
+    let mut shown = Vec::new();
+    for widget in dashboard()["widgets"].as_array().unwrap() {
+        let Some(metrics) = widget["properties"]["metrics"].as_array() else {
+            continue;
+        };
+        let mut namespace = String::new();
+        for metric in metrics {
+            let fields = metric.as_array().unwrap();
+            // "." repeats the field of the line above, as CloudWatch reads it.
+            if fields[0] != "." {
+                namespace = fields[0].as_str().unwrap().to_string();
+            }
+            if namespace == "CoinGeckoCdc" {
+                shown.push(fields[1].as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert!(shown.len() >= 10, "{shown:?}");
+    for name in &shown {
+        assert!(
+            emitted.contains(name),
+            "the dashboard shows {name}, which nothing emits"
+        );
+    }
+}
