@@ -84,7 +84,12 @@ impl Backfill<'_> {
             currencies,
         };
         let mut summary = BackfillSummary::new(run_id);
-        let job = match store.claim_backfill(run_id, now + LEASE, &new).await? {
+        let claim = store
+            .begin_apply(self.settings.lock_timeout, self.settings.statement_timeout)
+            .await?
+            .claim_backfill(run_id, now + LEASE, &new)
+            .await?;
+        let job = match claim {
             Claim::Leased { job, created } => {
                 if !created {
                     tracing::info!(job_id = %job.job_id, from = %job.window_from, to = %job.window_to, "continuing the open backfill");
@@ -130,9 +135,7 @@ impl Backfill<'_> {
             summary.chunks_left = progress.chunks_left;
         }
         let summary = ended(summary, outcome, Some(&job), started);
-        store
-            .finish_backfill_run(run_id, &serde_json::to_value(&summary).unwrap_or_default())
-            .await?;
+        store.finish_backfill_run(run_id, &summary).await?;
         tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "backfill invocation finished");
         Ok(summary)
     }

@@ -12,7 +12,7 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::error::{During, StoreError};
-use super::runs::find_succeeded;
+use super::runs::{find_succeeded, FINISH_RUN};
 use super::Store;
 use crate::market::{jsonb_storable, Quote, RawPage};
 use crate::summary::Summary;
@@ -234,12 +234,11 @@ impl Apply<'_> {
         self.tx.commit().await.during("committing the chunk")
     }
 
-    /// Records the run's outcome and commits everything the run wrote. `clock_timestamp()`,
-    /// because `now()` is when the transaction began, before it waited for the run lock.
+    /// Records the run's outcome and commits everything the run wrote.
     pub async fn finish(self, run_id: Uuid, summary: &Summary) -> Result<(), StoreError> {
         self.tx
             .execute(
-                "UPDATE ingest_runs SET status = $2, finished_at = clock_timestamp(), summary = $3 WHERE run_id = $1",
+                FINISH_RUN,
                 &[&run_id, &summary.status.as_str(), &Json(summary)],
             )
             .await

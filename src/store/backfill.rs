@@ -11,7 +11,6 @@ use super::Store;
 use crate::backfill::{Chunk, Granularity};
 use crate::market::ChartPoint;
 use crate::status::BackfillProgress;
-use crate::summary::RunState;
 
 /// A backfill, as fixed when it started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,27 +77,20 @@ pub struct SeriesBounds {
     pub fill_until: Option<DateTime<Utc>>,
 }
 
-impl Store {
+impl Apply<'_> {
     /// Leases the open backfill to `invocation` until `lease_until`, or starts `new` when none is
-    /// open and no finished one reaches back to its start. Under the run lock, so that two
-    /// invocations never both start one.
+    /// open and no finished one reaches back to its start, and commits. Under the run lock (this
+    /// transaction's), so that two invocations never both start one.
     pub async fn claim_backfill(
-        &mut self,
+        self,
         invocation: Uuid,
         lease_until: DateTime<Utc>,
         new: &NewBackfill,
     ) -> Result<Claim, StoreError> {
-        let tx = self
-            .client
-            .transaction()
-            .await
-            .during("starting the backfill's claim")?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&super::RUN_LOCK])
-            .await
-            .during("waiting for the run lock")?;
         const JOB: &str =
             "SELECT job_id, window_from, window_to, granularity, leased_by, leased_until, now() FROM backfill_jobs";
-        let open = tx
+        let open = self
+            .tx
             .query_opt(
                 &format!("{JOB} WHERE finished_at IS NULL ORDER BY created_at LIMIT 1"),
                 &[],
@@ -114,14 +106,14 @@ impl Store {
                     return Ok(Claim::Busy { job, until });
                 }
             }
-            lease(&tx, job.job_id, invocation, lease_until).await?;
-            tx.commit().await.during("leasing the backfill")?;
+            lease(&self.tx, job.job_id, invocation, lease_until).await?;
+            self.tx.commit().await.during("leasing the backfill")?;
             return Ok(Claim::Leased {
                 job,
                 created: false,
             });
         }
-        let covering = tx
+        let covering = self.tx
             .query_opt(
                 &format!("{JOB} WHERE window_from <= $1 AND granularity = $2 ORDER BY created_at DESC LIMIT 1"),
                 &[&new.window_from, &new.granularity.as_str()],
@@ -133,28 +125,31 @@ impl Store {
         }
         let coins: Vec<i32> = match &new.coins {
             BackfillCoins::Ids(ids) => {
-                tx.execute(
-                    "INSERT INTO coins (coin_id, first_seen_at, last_seen_at)
+                self.tx
+                    .execute(
+                        "INSERT INTO coins (coin_id, first_seen_at, last_seen_at)
                      SELECT id, now(), now() FROM unnest($1::text[]) AS id
                      WHERE NOT EXISTS (SELECT 1 FROM coins c WHERE c.coin_id = id)",
-                    &[ids],
-                )
-                .await
-                .during("adding the coins to backfill")?;
-                tx.query(
-                    "SELECT c.coin_key FROM unnest($1::text[]) WITH ORDINALITY AS i(id, n)
+                        &[ids],
+                    )
+                    .await
+                    .during("adding the coins to backfill")?;
+                self.tx
+                    .query(
+                        "SELECT c.coin_key FROM unnest($1::text[]) WITH ORDINALITY AS i(id, n)
                      JOIN coins c ON c.coin_id = i.id ORDER BY i.n",
-                    &[ids],
-                )
-                .await
+                        &[ids],
+                    )
+                    .await
             }
             BackfillCoins::Tracked { vs_currency, limit } => {
-                tx.query(
-                    "SELECT coin_key FROM quotes WHERE vs_currency = $1
+                self.tx
+                    .query(
+                        "SELECT coin_key FROM quotes WHERE vs_currency = $1
                      ORDER BY market_cap_rank NULLS LAST, coin_key LIMIT $2",
-                    &[vs_currency, limit],
-                )
-                .await
+                        &[vs_currency, limit],
+                    )
+                    .await
             }
         }
         .during("reading the coins to backfill")?
@@ -170,7 +165,7 @@ impl Store {
             window_to: new.window_to,
             granularity: new.granularity,
         };
-        tx.execute(
+        self.tx.execute(
             "INSERT INTO backfill_jobs (job_id, window_from, window_to, granularity, leased_by, leased_until)
              VALUES ($1, $2, $3, $4, $5, $6)",
             &[&job.job_id, &job.window_from, &job.window_to, &job.granularity.as_str(), &invocation, &lease_until],
@@ -194,7 +189,7 @@ impl Store {
         let tos: Vec<DateTime<Utc>> = chunks.iter().map(|c| c.to).collect();
         let granularities: Vec<&str> = chunks.iter().map(|c| c.granularity.as_str()).collect();
         let intervals: Vec<Option<&str>> = chunks.iter().map(|c| c.interval).collect();
-        tx.execute(
+        self.tx.execute(
             "INSERT INTO backfill_chunks
                  (job_id, position, coin_key, vs_currency, chunk_from, chunk_to, granularity, api_interval)
              SELECT $1, n::int, k, c, f, t, g, i
@@ -204,10 +199,12 @@ impl Store {
         )
         .await
         .during("planning the backfill's chunks")?;
-        tx.commit().await.during("starting the backfill")?;
+        self.tx.commit().await.during("starting the backfill")?;
         Ok(Claim::Leased { job, created: true })
     }
+}
 
+impl Store {
     /// The job's next pending chunk, in order.
     pub async fn next_chunk(&self, job_id: Uuid) -> Result<Option<PendingChunk>, StoreError> {
         let row = self
@@ -357,34 +354,6 @@ impl Store {
             calls: r.get::<_, i64>(10) as u64,
             history_inserted: r.get::<_, i64>(11) as u64,
         }))
-    }
-
-    /// Records a backfill invocation in the ledger: its rows point at it.
-    pub async fn start_backfill_run(&self, run_id: Uuid) -> Result<(), StoreError> {
-        self.client
-            .execute(
-                "INSERT INTO ingest_runs (run_id, status, kind) VALUES ($1, $2, 'backfill')",
-                &[&run_id, &RunState::Running.as_str()],
-            )
-            .await
-            .during("recording the start of the backfill")?;
-        Ok(())
-    }
-
-    /// Records how a backfill invocation ended.
-    pub async fn finish_backfill_run(
-        &self,
-        run_id: Uuid,
-        summary: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        self.client
-            .execute(
-                "UPDATE ingest_runs SET status = $2, finished_at = clock_timestamp(), summary = $3 WHERE run_id = $1",
-                &[&run_id, &RunState::Succeeded.as_str(), summary],
-            )
-            .await
-            .during("recording the end of the backfill")?;
-        Ok(())
     }
 }
 

@@ -8,7 +8,12 @@ use uuid::Uuid;
 use super::error::{During, StoreError};
 use super::Store;
 use crate::status::{HealthFacts, RunRecord};
-use crate::summary::{RunState, Summary};
+use crate::summary::{BackfillSummary, RunState, Summary};
+
+/// A run's outcome: `clock_timestamp()`, because `now()` is when its transaction began, before any
+/// wait for the run lock.
+pub(super) const FINISH_RUN: &str =
+    "UPDATE ingest_runs SET status = $2, finished_at = clock_timestamp(), summary = $3 WHERE run_id = $1";
 
 impl Store {
     /// The summary of the succeeded run with this trigger id, if there is one.
@@ -21,13 +26,43 @@ impl Store {
         run_id: Uuid,
         trigger_id: Option<&str>,
     ) -> Result<(), StoreError> {
+        self.record_start(run_id, trigger_id, "live").await
+    }
+
+    /// Records a backfill invocation in the ledger: its rows point at it.
+    pub async fn start_backfill_run(&self, run_id: Uuid) -> Result<(), StoreError> {
+        self.record_start(run_id, None, "backfill").await
+    }
+
+    async fn record_start(
+        &self,
+        run_id: Uuid,
+        trigger_id: Option<&str>,
+        kind: &str,
+    ) -> Result<(), StoreError> {
         self.client
             .execute(
-                "INSERT INTO ingest_runs (run_id, trigger_id, status) VALUES ($1, $2, $3)",
-                &[&run_id, &trigger_id, &RunState::Running.as_str()],
+                "INSERT INTO ingest_runs (run_id, trigger_id, status, kind) VALUES ($1, $2, $3, $4)",
+                &[&run_id, &trigger_id, &RunState::Running.as_str(), &kind],
             )
             .await
             .during("recording the start of the run")?;
+        Ok(())
+    }
+
+    /// Records how a backfill invocation ended.
+    pub async fn finish_backfill_run(
+        &self,
+        run_id: Uuid,
+        summary: &BackfillSummary,
+    ) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                FINISH_RUN,
+                &[&run_id, &RunState::Succeeded.as_str(), &Json(summary)],
+            )
+            .await
+            .during("recording the end of the backfill")?;
         Ok(())
     }
 
