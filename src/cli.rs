@@ -68,6 +68,10 @@ enum Command {
         /// Unhealthy when the last successful run is older than this (e.g. 15m, 2h, 1d).
         #[arg(long, value_name = "DURATION")]
         max_age: Option<humantime::Duration>,
+        /// Unhealthy when this many runs in a row died without finishing (abandoned). One
+        /// Lambda timeout now and then is routine; several in a row are not.
+        #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+        abandoned_in_a_row: u64,
     },
     /// Draw price_history as a step line to PNG or SVG.
     Chart(ChartArgs),
@@ -175,11 +179,21 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             limit,
             json,
             max_age,
+            abandoned_in_a_row,
         } => {
             let store = app.connect().await?;
+            // A read-only role may look but not record: the runs show as they stand.
+            if let Err(e) = store.abandon_dead_runs().await {
+                tracing::warn!(error = %e, "dead runs could not be recorded as abandoned");
+            }
             let runs = store.recent_runs(limit.into()).await?;
             let facts = store.health_facts().await?;
-            let health = status::health(&facts, Utc::now(), max_age.map(Into::into));
+            let health = status::health(
+                &facts,
+                Utc::now(),
+                max_age.map(Into::into),
+                abandoned_in_a_row,
+            );
             let backfill = store.backfill_progress().await?;
             let calls_per_min = app.ingest_mut().coingecko().calls_per_min();
             let estimate = backfill
@@ -189,6 +203,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 let report = serde_json::json!({
                     "health": health,
                     "last_success_at": facts.last_success,
+                    "abandoned_in_a_row": facts.abandoned_in_a_row,
                     "runs": runs,
                     "backfill": backfill.as_ref().map(|progress| serde_json::json!({
                         "progress": progress,

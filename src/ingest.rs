@@ -11,7 +11,7 @@ use crate::coingecko::{CoinGeckoClient, FetchError, FetchProgress, LogProgress};
 use crate::config::{CoinGeckoConfig, IngestConfig};
 use crate::market::{Market, Quote};
 use crate::replay::RecordedAnswer;
-use crate::store::{Apply, HeldCoin, Store, StoreError, Written};
+use crate::store::{Apply, HeldCoin, Store, StoreError, Written, LEASE_MARGIN};
 use crate::summary::{Counts, Requests, Summary, Timings};
 
 #[derive(Debug, thiserror::Error)]
@@ -101,12 +101,18 @@ impl Ingest {
                 return Ok(Outcome::Finished(done.into_duplicate()));
             }
         }
+        let abandoned = store.abandon_dead_runs().await?.len() as u64;
         let run_id = Uuid::now_v7();
-        store.start_run(run_id, trigger_id.as_deref()).await?;
+        store
+            .start_run(run_id, trigger_id.as_deref(), self.lease(source))
+            .await?;
         match self
             .fetch_and_apply(store, run_id, trigger_id, started, source)
             .await
-        {
+            .map(|summary| Summary {
+                abandoned_runs: abandoned,
+                ..summary
+            }) {
             Ok(summary) => {
                 tracing::info!(
                     summary = %serde_json::to_string(&summary).unwrap_or_default(),
@@ -121,6 +127,26 @@ impl Ingest {
         }
     }
 
+    /// How long the run may stay `running` without applying: by then its fetch has stopped at
+    /// its time limit and its wait for the run lock at `DB_LOCK_TIMEOUT_SECS`.
+    fn lease(&self, source: Source<'_>) -> Duration {
+        let fetch = match source {
+            Source::Live { time_left } => {
+                self.coingecko
+                    .time_limit(self.fetch_time_left(time_left))
+                    .duration
+            }
+            Source::Recorded(_) => Duration::ZERO,
+        };
+        fetch + self.settings.lock_timeout + LEASE_MARGIN
+    }
+
+    /// Before a deadline, the apply may wait for the lock and its statement: the fetch leaves it that.
+    fn fetch_time_left(&self, time_left: Option<Duration>) -> Option<Duration> {
+        let apply_bound = self.settings.lock_timeout + self.settings.statement_timeout;
+        time_left.map(|left| left.saturating_sub(apply_bound))
+    }
+
     async fn fetch_and_apply(
         &self,
         store: &mut Store,
@@ -132,9 +158,7 @@ impl Ingest {
         let fetched;
         let (markets, pages, recorded_at, fetch, calls) = match source {
             Source::Live { time_left } => {
-                // The apply may wait this long for the lock and its statement: the fetch leaves it that.
-                let apply_bound = self.settings.lock_timeout + self.settings.statement_timeout;
-                let time_left = time_left.map(|left| left.saturating_sub(apply_bound));
+                let time_left = self.fetch_time_left(time_left);
                 let fetch_started = Instant::now();
                 fetched = self
                     .coingecko
@@ -169,6 +193,7 @@ impl Ingest {
         let apply = store
             .begin_apply(self.settings.lock_timeout, self.settings.statement_timeout)
             .await?;
+        apply.hold_run(run_id).await?;
         if let Some(trigger) = &trigger_id {
             if let Some(done) = apply.succeeded_summary(trigger).await? {
                 tracing::info!(trigger_id = %trigger, run_id = %done.run_id, "an overlapping run with this trigger succeeded first: nothing applied");

@@ -110,6 +110,7 @@ pub fn metrics_record(summary: &Summary, timestamp_ms: i64) -> Value {
             ("ApplyDuration", "Milliseconds", summary.apply_ms),
             ("RawDuration", "Milliseconds", summary.raw_ms),
             ("Calls", "Count", summary.calls),
+            ("AbandonedRuns", "Count", summary.abandoned_runs),
             ("Duplicate", "Count", 0),
         ]
     };

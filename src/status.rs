@@ -48,14 +48,17 @@ pub enum Health {
     Stale,
     /// No run has finished yet: a new database, or one whose first run is still going.
     NoRuns,
+    /// The last runs all died (`--abandoned-in-a-row` of them): timeouts or kills, not one-offs.
+    RunsAbandoned,
 }
 
 impl Health {
-    const ALL: [Health; 4] = [
+    const ALL: [Health; 5] = [
         Health::Healthy,
         Health::LastRunFailed,
         Health::Stale,
         Health::NoRuns,
+        Health::RunsAbandoned,
     ];
 
     /// The exit code cron and monitoring see. 1 (the check itself failed) and 2 (clap's usage
@@ -66,6 +69,7 @@ impl Health {
             Health::LastRunFailed => 3,
             Health::Stale => 4,
             Health::NoRuns => 5,
+            Health::RunsAbandoned => 6,
         }
     }
 
@@ -76,6 +80,7 @@ impl Health {
             Health::LastRunFailed => "last_run_failed",
             Health::Stale => "stale",
             Health::NoRuns => "no_runs",
+            Health::RunsAbandoned => "runs_abandoned",
         }
     }
 
@@ -85,6 +90,9 @@ impl Health {
             Health::LastRunFailed => "the most recent finished run failed",
             Health::Stale => "no run succeeded within --max-age",
             Health::NoRuns => "no run has finished yet",
+            Health::RunsAbandoned => {
+                "the last runs died without finishing (--abandoned-in-a-row of them, or more)"
+            }
         }
     }
 }
@@ -117,18 +125,25 @@ pub fn exit_codes_help() -> String {
 /// What health is judged from; read apart from the runs shown, so `--limit` cannot hide it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HealthFacts {
-    /// The state of the most recent finished run, if any has finished.
+    /// The state of the most recent run that ended by itself (not abandoned), if any has.
     pub last_finished_status: Option<RunState>,
+    /// Abandoned runs since the last run that ended by itself.
+    pub abandoned_in_a_row: u64,
     /// When the last successful run finished.
     pub last_success: Option<DateTime<Utc>>,
 }
 
-/// Judges the ingest: runs still in progress do not count.
+/// Judges the ingest: runs still in progress do not count, and fewer than `abandoned_limit`
+/// abandoned runs in a row (a routine timeout) do not either.
 pub fn health(
     facts: &HealthFacts,
     now: DateTime<Utc>,
     max_age: Option<std::time::Duration>,
+    abandoned_limit: u64,
 ) -> Health {
+    if facts.abandoned_in_a_row >= abandoned_limit.max(1) {
+        return Health::RunsAbandoned;
+    }
     match facts.last_finished_status {
         None => return Health::NoRuns,
         Some(RunState::Failed) => return Health::LastRunFailed,
@@ -297,15 +312,40 @@ mod tests {
         HealthFacts {
             last_finished_status: last_finished,
             last_success: last_success.map(at),
+            abandoned_in_a_row: 0,
         }
+    }
+
+    #[test]
+    fn abandoned_runs_are_unhealthy_only_from_the_limit_in_a_row() {
+        let mut after_success = facts(Some(RunState::Succeeded), Some(0));
+        after_success.abandoned_in_a_row = 1;
+        assert_eq!(health(&after_success, at(5), None, 2), Health::Healthy);
+        after_success.abandoned_in_a_row = 2;
+        assert_eq!(
+            health(&after_success, at(5), None, 2),
+            Health::RunsAbandoned
+        );
+        assert_eq!(health(&after_success, at(5), None, 3), Health::Healthy);
+        // Only abandoned runs so far: a new ingest whose every run times out.
+        let only_abandoned = HealthFacts {
+            abandoned_in_a_row: 1,
+            ..HealthFacts::default()
+        };
+        assert_eq!(health(&only_abandoned, at(5), None, 2), Health::NoRuns);
+        assert_eq!(
+            health(&only_abandoned, at(5), None, 1),
+            Health::RunsAbandoned
+        );
+        assert_eq!(Health::RunsAbandoned.exit_code(), 6);
     }
 
     #[test]
     fn a_failed_last_run_is_unhealthy_even_after_an_earlier_success() {
         let failed = facts(Some(RunState::Failed), Some(0));
-        assert_eq!(health(&failed, at(11), None), Health::LastRunFailed);
+        assert_eq!(health(&failed, at(11), None, 2), Health::LastRunFailed);
         let fifteen = Some(Duration::from_secs(15 * 60));
-        assert_eq!(health(&failed, at(11), fifteen), Health::LastRunFailed);
+        assert_eq!(health(&failed, at(11), fifteen, 2), Health::LastRunFailed);
         assert_eq!(Health::LastRunFailed.exit_code(), 3);
     }
 
@@ -313,9 +353,9 @@ mod tests {
     fn an_old_last_success_is_stale_only_with_a_max_age() {
         let succeeded = facts(Some(RunState::Succeeded), Some(0));
         let fifteen = Some(Duration::from_secs(15 * 60));
-        assert_eq!(health(&succeeded, at(15), fifteen), Health::Healthy);
-        assert_eq!(health(&succeeded, at(16), fifteen), Health::Stale);
-        assert_eq!(health(&succeeded, at(59), None), Health::Healthy);
+        assert_eq!(health(&succeeded, at(15), fifteen, 2), Health::Healthy);
+        assert_eq!(health(&succeeded, at(16), fifteen, 2), Health::Stale);
+        assert_eq!(health(&succeeded, at(59), None, 2), Health::Healthy);
         assert_eq!(Health::Stale.exit_code(), 4);
     }
 
@@ -324,7 +364,7 @@ mod tests {
         let fifteen = Some(Duration::from_secs(15 * 60));
         for max_age in [None, fifteen] {
             assert_eq!(
-                health(&HealthFacts::default(), at(0), max_age),
+                health(&HealthFacts::default(), at(0), max_age, 2),
                 Health::NoRuns
             );
         }
@@ -337,7 +377,7 @@ mod tests {
         let mut codes: Vec<u8> = Health::ALL.iter().map(|h| h.exit_code()).collect();
         codes.sort();
         codes.dedup();
-        assert_eq!(codes, [0, 3, 4, 5]);
+        assert_eq!(codes, [0, 3, 4, 5, 6]);
         let help = exit_codes_help();
         for health in Health::ALL {
             let line = format!("  {}  {}: ", health.exit_code(), health.as_str());

@@ -16,14 +16,18 @@ pub enum RunState {
     Failed,
     /// A run with this trigger id had already succeeded: its summary is returned, nothing is done.
     Duplicate,
+    /// Its process died (a Lambda timeout, an out-of-memory kill, `kill -9`): still `running`
+    /// when its lease ran out, recorded so by a later run or `status`. Nothing of it was applied.
+    Abandoned,
 }
 
 impl RunState {
-    const ALL: [RunState; 4] = [
+    const ALL: [RunState; 5] = [
         RunState::Running,
         RunState::Succeeded,
         RunState::Failed,
         RunState::Duplicate,
+        RunState::Abandoned,
     ];
 
     /// The name used in the summary and in `ingest_runs.status`.
@@ -33,6 +37,7 @@ impl RunState {
             RunState::Succeeded => "succeeded",
             RunState::Failed => "failed",
             RunState::Duplicate => "duplicate",
+            RunState::Abandoned => "abandoned",
         }
     }
 }
@@ -74,6 +79,9 @@ pub struct Summary {
     pub unchanged: u64,
     /// Pages of `/coins/markets`.
     pub pages: u64,
+    /// Dead runs this run found and recorded `abandoned` before it started.
+    #[serde(default)]
+    pub abandoned_runs: u64,
     /// Requests to CoinGecko, retries included: the pages and the `/simple/price` batches.
     /// Summaries written before several currencies lack it: it reads as 0.
     #[serde(default)]
@@ -239,6 +247,7 @@ impl Summary {
             history_inserted: total(|c| c.history_inserted),
             unchanged: total(|c| c.unchanged),
             pages: requests.pages,
+            abandoned_runs: 0,
             calls: requests.calls,
             currencies,
             duration_ms: 0,

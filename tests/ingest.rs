@@ -760,7 +760,8 @@ async fn a_move_with_an_unchanged_last_updated_is_recorded_once_the_timestamp_mo
 }
 
 #[tokio::test]
-async fn a_run_kept_waiting_by_an_overlapping_one_fails_clearly_within_its_bounds() {
+async fn a_run_kept_waiting_by_an_overlapping_one_or_a_slow_statement_fails_clearly_within_its_bounds(
+) {
     let mut app = spawn_app().await;
     app.serve(&[fixture(SEP5)]).await;
     // The test's own session holds the run lock, as a slow overlapping run would.
@@ -771,10 +772,27 @@ async fn a_run_kept_waiting_by_an_overlapping_one_fails_clearly_within_its_bound
         )
         .await
         .unwrap();
-
     app.set("DB_LOCK_TIMEOUT_SECS", "1");
+    let waited = std::time::Instant::now();
     let lock_error = app.try_run(None).await.unwrap_err().to_string();
-    app.set("DB_LOCK_TIMEOUT_SECS", "10");
+    let waited = waited.elapsed();
+    app.db
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&coingecko_cdc::store::RUN_LOCK],
+        )
+        .await
+        .unwrap();
+    // A statement the server takes 30 s over: a slow disk, a lock held outside the ingest.
+    app.db
+        .batch_execute(
+            "CREATE FUNCTION slow_apply() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN PERFORM pg_sleep(30); RETURN NULL; END $$;
+             CREATE TRIGGER slow_apply AFTER INSERT ON quotes
+                 FOR EACH STATEMENT EXECUTE FUNCTION slow_apply();",
+        )
+        .await
+        .unwrap();
     app.set("DB_STATEMENT_TIMEOUT_SECS", "1");
     let statement_error = app.try_run(None).await.unwrap_err().to_string();
 
@@ -782,7 +800,23 @@ async fn a_run_kept_waiting_by_an_overlapping_one_fails_clearly_within_its_bound
         lock_error.contains("55P03") && lock_error.contains("DB_LOCK_TIMEOUT_SECS"),
         "{lock_error}"
     );
-    assert!(statement_error.contains("57014"), "{statement_error}");
+    assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
+    assert!(
+        statement_error.contains("57014") && statement_error.contains("DB_STATEMENT_TIMEOUT_SECS"),
+        "{statement_error}"
+    );
+    // Cancelled on the server too, not left sleeping with the run's locks.
+    let sleeping: i64 = app
+        .db
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'
+             AND datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sleeping, 0);
     assert_eq!(app.count("price_history").await, 0, "nothing applied");
     let failed: i64 = app
         .db
@@ -796,10 +830,7 @@ async fn a_run_kept_waiting_by_an_overlapping_one_fails_clearly_within_its_bound
     assert_eq!(failed, 2);
 
     app.db
-        .execute(
-            "SELECT pg_advisory_unlock($1)",
-            &[&coingecko_cdc::store::RUN_LOCK],
-        )
+        .batch_execute("DROP TRIGGER slow_apply ON quotes")
         .await
         .unwrap();
     assert_eq!(

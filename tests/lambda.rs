@@ -339,7 +339,7 @@ fn a_run() -> Summary {
 }
 
 /// The figures a run's EMF record carries, besides `Duplicate`.
-const FIGURES: [&str; 8] = [
+const FIGURES: [&str; 9] = [
     "Fetched",
     "Rejected",
     "HistoryInserted",
@@ -348,6 +348,7 @@ const FIGURES: [&str; 8] = [
     "ApplyDuration",
     "RawDuration",
     "Calls",
+    "AbandonedRuns",
 ];
 
 /// The metric names an EMF record declares, each checked to have a value in the record.
@@ -384,6 +385,62 @@ fn metrics_are_an_embedded_metric_format_record() {
     assert_eq!(record["Duplicate"], 0);
     assert_eq!(record["VsCurrency"], "usd");
     assert_eq!(record["_aws"]["Timestamp"], 1_700_000_000_000_i64);
+}
+
+#[tokio::test]
+async fn a_lambda_runs_lease_ends_with_its_deadline_and_it_counts_the_dead_runs_it_finds() {
+    let app = spawn_app().await;
+    app.serve(&[fixture("markets-2024-09-05.json")]).await;
+    // A run killed by an earlier timeout, its lease long over.
+    let dead = Uuid::now_v7();
+    app.db
+        .execute(
+            "INSERT INTO ingest_runs (run_id, status, started_at, lease_until)
+             VALUES ($1, 'running', now() - interval '20 minutes', now() - interval '5 minutes')",
+            &[&dead],
+        )
+        .await
+        .unwrap();
+    let function = app
+        .app_with(
+            &[
+                ("FETCH_BUDGET_SECS", "600"),
+                ("DB_LOCK_TIMEOUT_SECS", "5"),
+                ("DB_STATEMENT_TIMEOUT_SECS", "8"),
+            ],
+            MemorySecrets::default(),
+        )
+        .await;
+    let mut context = Context::default();
+    let deadline = chrono::Utc::now() + chrono::TimeDelta::seconds(40);
+    context.deadline = deadline.timestamp_millis() as u64;
+
+    let run = summary(
+        handle(&function, LambdaEvent::new(json!({}), context))
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(run.abandoned_runs, 1);
+    assert_eq!(metrics_record(&run, 0)["AbandonedRuns"], 1);
+    let row = app
+        .db
+        .query_one(
+            "SELECT (SELECT status FROM ingest_runs WHERE run_id = $1),
+                    (SELECT lease_until FROM ingest_runs WHERE run_id = $2)",
+            &[&dead, &run.run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "abandoned");
+    // The fetch stops 13 s before the deadline (the apply's limits); the lease adds the lock's
+    // 5 s and 5 s of margin: 3 s before the deadline, whatever FETCH_BUDGET_SECS says.
+    let lease: chrono::DateTime<chrono::Utc> = row.get(1);
+    let before_deadline = (deadline - lease).num_milliseconds();
+    assert!(
+        (2_500..=3_000).contains(&before_deadline),
+        "lease ends {before_deadline} ms before the deadline"
+    );
 }
 
 #[test]

@@ -132,7 +132,8 @@ async fn v6_keeps_every_row_the_views_the_grants_and_the_append_only_rule() {
             "V6__coin_dimension",
             "V7__raw_pages_text_lz4",
             "V8__raw_answers_of_every_endpoint",
-            "V9__backfill"
+            "V9__backfill",
+            "V10__run_leases"
         ]
     );
     assert_eq!(everything(&app).await, before, "every row reads the same");
@@ -281,5 +282,29 @@ async fn a_history_row_takes_at_least_30_percent_less_room_after_v6() {
     assert!(
         after <= 0.7 * before,
         "{after:.1} bytes a row after V6 against {before:.1} before"
+    );
+}
+
+#[tokio::test]
+async fn v10_gives_the_runs_earlier_releases_left_running_a_lease_so_they_are_found_dead() {
+    let app = spawn_app_migrated_to(Some(9)).await;
+    let left_running = uuid::Uuid::now_v7();
+    let recent = uuid::Uuid::now_v7();
+    app.db
+        .execute(
+            "INSERT INTO ingest_runs (run_id, status, started_at) VALUES
+                 ($1, 'running', now() - interval '1 hour'), ($2, 'running', now())",
+            &[&left_running, &recent],
+        )
+        .await
+        .unwrap();
+
+    app.store().await.migrate().await.unwrap();
+    let abandoned = app.store().await.abandon_dead_runs().await.unwrap();
+
+    assert_eq!(
+        abandoned.iter().map(|r| r.run_id).collect::<Vec<_>>(),
+        [left_running],
+        "the run of an hour ago is dead; the one of now may still be working"
     );
 }

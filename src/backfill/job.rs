@@ -10,11 +10,11 @@ use uuid::Uuid;
 
 use super::plan::{plan_chunks, window_for_days, BackfillRequest, PlanError, Window};
 use crate::cdc;
-use crate::coingecko::{Call, ChartSession, CoinGeckoClient, FetchError};
+use crate::coingecko::{Call, ChartSession, CoinGeckoClient, FetchError, TimeLimit};
 use crate::config::{ApiPlan, CoinSelection, IngestConfig};
 use crate::market::ChartPoint;
 use crate::store::{
-    BackfillCoins, BackfillJob, Claim, NewBackfill, PendingChunk, Store, StoreError,
+    BackfillCoins, BackfillJob, Claim, NewBackfill, PendingChunk, Store, StoreError, LEASE_MARGIN,
 };
 use crate::summary::{BackfillOutcome, BackfillSummary, RefusedCoin};
 
@@ -113,10 +113,15 @@ impl Backfill<'_> {
                 return Ok(ended(summary, BackfillOutcome::NoCoins, None, started));
             }
         };
-        store.start_backfill_run(run_id).await?;
-        let result = self
-            .work(store, &job, run_id, time_left, &mut summary)
-            .await;
+        // Before a deadline, the last chunk's apply may wait this long for the lock and its
+        // statement: the fetch leaves it that, as a run's does.
+        let apply_bound = self.settings.lock_timeout + self.settings.statement_timeout;
+        let limit = self
+            .coingecko
+            .time_limit(time_left.map(|left| left.saturating_sub(apply_bound)));
+        let lease = limit.duration + self.settings.lock_timeout + LEASE_MARGIN;
+        store.start_backfill_run(run_id, lease).await?;
+        let result = self.work(store, &job, run_id, limit, &mut summary).await;
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(error) => {
@@ -156,16 +161,10 @@ impl Backfill<'_> {
         store: &mut Store,
         job: &BackfillJob,
         run_id: Uuid,
-        time_left: Option<Duration>,
+        limit: TimeLimit,
         summary: &mut BackfillSummary,
     ) -> Result<BackfillOutcome, BackfillError> {
-        // Before a deadline, the last chunk's apply may wait this long for the lock and its
-        // statement: the fetch leaves it that, as a run's does.
-        let apply_bound = self.settings.lock_timeout + self.settings.statement_timeout;
-        let time_left = time_left.map(|left| left.saturating_sub(apply_bound));
-        let mut session = self
-            .coingecko
-            .chart_session(self.coingecko.time_limit(time_left));
+        let mut session = self.coingecko.chart_session(limit);
         let budget = self.coingecko.monthly_call_budget();
         let mut spent = match budget {
             Some(_) => store.calls_this_month().await?,
@@ -216,6 +215,7 @@ impl Backfill<'_> {
             let apply = store
                 .begin_apply(self.settings.lock_timeout, self.settings.statement_timeout)
                 .await?;
+            apply.hold_run(run_id).await?;
             if !apply
                 .chunk_is_ours(job.job_id, chunk.position, run_id)
                 .await?

@@ -3,19 +3,23 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use tokio::time::Instant;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Json;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::error::{During, StoreError};
+use super::params::typed;
 use super::runs::{find_succeeded, FINISH_RUN};
-use super::Store;
+use super::{Canceller, Store};
 use crate::market::{jsonb_storable, Quote, RawPage};
-use crate::summary::Summary;
+use crate::summary::{RunState, Summary};
 
 /// Raw pages per statement: about 2 MB of text for full pages.
 const RAW_PAGES_PER_STATEMENT: usize = 10;
@@ -24,32 +28,28 @@ pub const RUN_LOCK: i64 = 0x6367_6364_635f_726e;
 
 impl Store {
     /// Opens the transaction that applies a run, once no other run is applying.
-    /// Bounded: past `lock_timeout` the run fails (SQLSTATE 55P03) rather than wait until the
-    /// Lambda's own timeout kills it; a statement past `statement_timeout` fails it too (57014).
+    /// Bounded on this side, with no session setting (which RDS Proxy would pin the session
+    /// for): past `lock_timeout` of waiting for the run lock the run fails (as SQLSTATE 55P03),
+    /// and a statement with no answer within `statement_timeout` is cancelled and fails it (57014),
+    /// rather than the Lambda's own timeout killing it.
     pub async fn begin_apply(
         &mut self,
         lock_timeout: Duration,
         statement_timeout: Duration,
     ) -> Result<Apply<'_>, StoreError> {
+        let canceller = self.canceller();
         let tx = self
             .client
             .transaction()
             .await
             .during("starting the apply")?;
-        let millis = |d: Duration| format!("{}ms", d.as_millis());
-        // Without JIT: the planner prices the write (joins of its CTEs) far above what it costs,
-        // and at 17,500 coins spent about 1 s compiling a statement that runs in 0.3 s.
-        tx.execute(
-            "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true),
-                    set_config('jit', 'off', true)",
-            &[&millis(lock_timeout), &millis(statement_timeout)],
-        )
-        .await
-        .during("setting the apply's time limits")?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&RUN_LOCK])
-            .await
-            .during("waiting for an overlapping run to finish (DB_LOCK_TIMEOUT_SECS)")?;
-        Ok(Apply { tx })
+        let apply = Apply {
+            tx,
+            statement_timeout,
+            canceller,
+        };
+        apply.take_run_lock(lock_timeout).await?;
+        Ok(apply)
     }
 }
 
@@ -71,12 +71,118 @@ pub struct HeldCoin {
 /// The transaction of one run's apply: everything in it lands together or not at all.
 pub struct Apply<'a> {
     pub(super) tx: Transaction<'a>,
+    statement_timeout: Duration,
+    canceller: Canceller,
 }
 
 impl Apply<'_> {
+    /// The run lock, a transaction-level advisory lock (which RDS Proxy does not pin for), asked
+    /// for again and again until `lock_timeout`: a blocking wait could only be bounded by a
+    /// session setting.
+    async fn take_run_lock(&self, lock_timeout: Duration) -> Result<(), StoreError> {
+        const WAITING: &str = "waiting for an overlapping run to finish (DB_LOCK_TIMEOUT_SECS)";
+        let give_up = Instant::now() + lock_timeout;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let taken: bool = self
+                .bounded(
+                    WAITING,
+                    self.tx.query_typed_one(
+                        "SELECT pg_try_advisory_xact_lock($1)",
+                        &[typed(&RUN_LOCK)],
+                    ),
+                )
+                .await?
+                .get(0);
+            if taken {
+                return Ok(());
+            }
+            let left = give_up.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::new(
+                    WAITING,
+                    format!(
+                        "another run held the run lock for all of {} s",
+                        lock_timeout.as_secs_f64()
+                    ),
+                    Some(&SqlState::LOCK_NOT_AVAILABLE),
+                    None,
+                ));
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    /// One statement of the apply, given `statement_timeout` to answer; past it, the statement
+    /// is cancelled on the server and the apply fails.
+    pub(super) async fn bounded<T>(
+        &self,
+        action: &'static str,
+        statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StoreError> {
+        self.within(action, async { statement.await.during(action) })
+            .await
+    }
+
+    /// `work` (statements of the apply), given `statement_timeout`.
+    pub(super) async fn within<T>(
+        &self,
+        action: &'static str,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.statement_timeout, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.canceller.cancel().await;
+                Err(StoreError::new(
+                    action,
+                    format!(
+                        "no answer within DB_STATEMENT_TIMEOUT_SECS ({} s): the statement was cancelled and nothing of the apply lands",
+                        self.statement_timeout.as_secs_f64()
+                    ),
+                    Some(&SqlState::QUERY_CANCELED),
+                    None,
+                ))
+            }
+        }
+    }
+
+    /// Locks the run's ledger row until the commit, so that nothing records the run abandoned
+    /// while it applies, however long that takes. Fails when that already happened: a run that
+    /// outlived its lease (a frozen process, a clock jump) applies nothing.
+    pub async fn hold_run(&self, run_id: Uuid) -> Result<(), StoreError> {
+        const HOLDING: &str = "holding the run's row in ingest_runs";
+        let row = self
+            .bounded(
+                HOLDING,
+                self.tx.query_typed_one(
+                    "SELECT status, lease_until FROM ingest_runs WHERE run_id = $1 FOR UPDATE",
+                    &[typed(&run_id)],
+                ),
+            )
+            .await?;
+        let status: RunState = row.try_get(0).during(HOLDING)?;
+        if status != RunState::Running {
+            let lease_until: Option<DateTime<Utc>> = row.get(1);
+            let lease = lease_until.map_or("its lease".to_string(), |at| at.to_rfc3339());
+            return Err(StoreError::new(
+                HOLDING,
+                format!("run {run_id} is recorded {} (it outlived {lease}): nothing of it is applied; give it more time (FETCH_BUDGET_SECS, the Lambda's timeout) if its process was slow rather than stopped", status.as_str()),
+                None,
+                None,
+            ));
+        }
+        Ok(())
+    }
+
     /// Checked again under the lock: an overlapping run with the same trigger may have just finished.
     pub async fn succeeded_summary(&self, trigger_id: &str) -> Result<Option<Summary>, StoreError> {
-        find_succeeded(&self.tx, trigger_id).await
+        self.within(
+            "looking up the trigger id",
+            find_succeeded(&self.tx, trigger_id),
+        )
+        .await
     }
 
     /// The coins of `coin_ids` already keyed, with the price of their last history row in
@@ -87,15 +193,16 @@ impl Apply<'_> {
         coin_ids: &[&str],
     ) -> Result<HashMap<String, HeldCoin>, StoreError> {
         let rows = self
-            .tx
-            .query(
-                "SELECT c.coin_id, c.coin_key, q.recorded_price
+            .bounded(
+                "reading the coins' keys and last recorded prices",
+                self.tx.query_typed(
+                    "SELECT c.coin_id, c.coin_key, q.recorded_price
                  FROM coins c LEFT JOIN quotes q ON q.coin_key = c.coin_key AND q.vs_currency = $1
                  WHERE c.coin_id = ANY($2)",
-                &[&vs_currency, &coin_ids],
+                    &[typed(&vs_currency), typed(&coin_ids)],
+                ),
             )
-            .await
-            .during("reading the coins' keys and last recorded prices")?;
+            .await?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -114,13 +221,14 @@ impl Apply<'_> {
         vs_currency: &str,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
         let row = self
-            .tx
-            .query_one(
-                "SELECT max(source_updated_at) FROM quotes WHERE vs_currency = $1",
-                &[&vs_currency],
+            .bounded(
+                "reading the newest price time",
+                self.tx.query_typed_one(
+                    "SELECT max(source_updated_at) FROM quotes WHERE vs_currency = $1",
+                    &[typed(&vs_currency)],
+                ),
             )
-            .await
-            .during("reading the newest price time")?;
+            .await?;
         Ok(row.get(0))
     }
 
@@ -153,43 +261,45 @@ impl Apply<'_> {
             .collect();
         // History rows need their period's partition (the function also makes the next period's
         // ahead, off the critical path of its first run). Rows without a time get `as_of`.
-        self.tx
-            .execute(
+        self.bounded(
+            "making the partitions of price_history",
+            self.tx.execute_typed(
                 "SELECT price_history_make_partitions($1::timestamptz[] || coalesce($2, now()))",
-                &[&recorded_times, &as_of],
-            )
-            .await
-            .during("making the partitions of price_history")?;
+                &[typed(&recorded_times), typed(&as_of)],
+            ),
+        )
+        .await?;
         let row = self
-            .tx
-            .query_one(
-                WRITE_PRICES,
-                &[
-                    &run_id,
-                    &vs_currency,
-                    &ids,
-                    &symbols,
-                    &names,
-                    &images,
-                    &prices,
-                    &column(|q| q.market_cap),
-                    &ranks,
-                    &column(|q| q.total_volume),
-                    &column(|q| q.high_24h),
-                    &column(|q| q.low_24h),
-                    &column(|q| q.price_change_24h),
-                    &column(|q| q.price_change_percentage_24h),
-                    &column(|q| q.circulating_supply),
-                    &column(|q| q.total_supply),
-                    &column(|q| q.max_supply),
-                    &updated,
-                    &recordable,
-                    &as_of,
-                    &keys,
-                ],
+            .bounded(
+                "writing coins, quotes and price_points",
+                self.tx.query_typed_one(
+                    WRITE_PRICES,
+                    &[
+                        typed(&run_id),
+                        typed(&vs_currency),
+                        typed(&ids),
+                        typed(&symbols),
+                        typed(&names),
+                        typed(&images),
+                        typed(&prices),
+                        typed(&column(|q| q.market_cap)),
+                        typed(&ranks),
+                        typed(&column(|q| q.total_volume)),
+                        typed(&column(|q| q.high_24h)),
+                        typed(&column(|q| q.low_24h)),
+                        typed(&column(|q| q.price_change_24h)),
+                        typed(&column(|q| q.price_change_percentage_24h)),
+                        typed(&column(|q| q.circulating_supply)),
+                        typed(&column(|q| q.total_supply)),
+                        typed(&column(|q| q.max_supply)),
+                        typed(&updated),
+                        typed(&recordable),
+                        typed(&as_of),
+                        typed(&keys),
+                    ],
+                ),
             )
-            .await
-            .during("writing coins, quotes and price_points")?;
+            .await?;
         Ok(Written {
             history_inserted: row.get::<_, i64>(0) as u64,
             upserted: row.get::<_, i64>(1) as u64,
@@ -204,29 +314,37 @@ impl Apply<'_> {
             let numbers: Vec<i32> = batch.iter().map(|p| p.number as i32).collect();
             let fetched_at: Vec<_> = batch.iter().map(|p| p.fetched_at).collect();
             let bodies: Vec<Cow<str>> = batch.iter().map(|p| jsonb_storable(&p.body)).collect();
-            self.tx
-                .execute(
+            self.bounded(
+                "storing the raw pages",
+                self.tx.execute_typed(
                     "INSERT INTO raw_pages (run_id, endpoint, page, fetched_at, payload)
                      SELECT $1, endpoint, page, fetched_at, body
                      FROM unnest($2::text[], $3::int[], $4::timestamptz[], $5::text[])
                          AS p(endpoint, page, fetched_at, body)",
-                    &[&run_id, &endpoints, &numbers, &fetched_at, &bodies],
-                )
-                .await
-                .during("storing the raw pages")?;
+                    &[
+                        typed(&run_id),
+                        typed(&endpoints),
+                        typed(&numbers),
+                        typed(&fetched_at),
+                        typed(&bodies),
+                    ],
+                ),
+            )
+            .await?;
         }
         Ok(())
     }
 
     /// Deletes raw pages older than the retention; returns how many went.
     pub async fn prune_raw_pages(&self, retention_days: u32) -> Result<u64, StoreError> {
-        self.tx
-            .execute(
+        self.bounded(
+            "pruning old raw pages",
+            self.tx.execute_typed(
                 "DELETE FROM raw_pages WHERE fetched_at < now() - make_interval(days => $1)",
-                &[&(retention_days as i32)],
-            )
-            .await
-            .during("pruning old raw pages")
+                &[typed(&(retention_days as i32))],
+            ),
+        )
+        .await
     }
 
     /// Commits what was written: a backfill's chunk.
@@ -236,13 +354,18 @@ impl Apply<'_> {
 
     /// Records the run's outcome and commits everything the run wrote.
     pub async fn finish(self, run_id: Uuid, summary: &Summary) -> Result<(), StoreError> {
-        self.tx
-            .execute(
+        self.bounded(
+            "recording the run's summary",
+            self.tx.execute_typed(
                 FINISH_RUN,
-                &[&run_id, &summary.status.as_str(), &Json(summary)],
-            )
-            .await
-            .during("recording the run's summary")?;
+                &[
+                    typed(&run_id),
+                    typed(&summary.status.as_str()),
+                    typed(&Json(summary)),
+                ],
+            ),
+        )
+        .await?;
         self.tx.commit().await.during("committing the run")
     }
 }

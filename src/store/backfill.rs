@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::apply::Apply;
 use super::error::{During, StoreError};
+use super::params::typed;
 use super::Store;
 use crate::backfill::{Chunk, Granularity};
 use crate::market::ChartPoint;
@@ -90,13 +91,14 @@ impl Apply<'_> {
         const JOB: &str =
             "SELECT job_id, window_from, window_to, granularity, leased_by, leased_until, now() FROM backfill_jobs";
         let open = self
-            .tx
-            .query_opt(
-                &format!("{JOB} WHERE finished_at IS NULL ORDER BY created_at LIMIT 1"),
-                &[],
+            .bounded(
+                "reading the open backfill",
+                self.tx.query_typed_opt(
+                    &format!("{JOB} WHERE finished_at IS NULL ORDER BY created_at LIMIT 1"),
+                    &[],
+                ),
             )
-            .await
-            .during("reading the open backfill")?;
+            .await?;
         if let Some(row) = open {
             let job = job_from(&row)?;
             let (holder, until, now): (Option<Uuid>, Option<DateTime<Utc>>, DateTime<Utc>) =
@@ -106,56 +108,58 @@ impl Apply<'_> {
                     return Ok(Claim::Busy { job, until });
                 }
             }
-            lease(&self.tx, job.job_id, invocation, lease_until).await?;
+            self.within(
+                "leasing the backfill",
+                lease(&self.tx, job.job_id, invocation, lease_until),
+            )
+            .await?;
             self.tx.commit().await.during("leasing the backfill")?;
             return Ok(Claim::Leased {
                 job,
                 created: false,
             });
         }
-        let covering = self.tx
-            .query_opt(
-                &format!("{JOB} WHERE window_from <= $1 AND granularity = $2 ORDER BY created_at DESC LIMIT 1"),
-                &[&new.window_from, &new.granularity.as_str()],
-            )
-            .await
-            .during("reading the finished backfills")?;
+        let covering = self.bounded("reading the finished backfills", self.tx.query_typed_opt(
+                &format!("{JOB} WHERE window_from <= $1 AND granularity = $2 ORDER BY created_at DESC LIMIT 1"), &[typed(&new.window_from), typed(&new.granularity.as_str())])).await?;
         if let Some(row) = covering {
             return Ok(Claim::Covered(job_from(&row)?));
         }
-        let coins: Vec<i32> = match &new.coins {
+        const READING_COINS: &str = "reading the coins to backfill";
+        let rows = match &new.coins {
             BackfillCoins::Ids(ids) => {
-                self.tx
-                    .execute(
+                self.bounded(
+                    "adding the coins to backfill",
+                    self.tx.execute_typed(
                         "INSERT INTO coins (coin_id, first_seen_at, last_seen_at)
-                     SELECT id, now(), now() FROM unnest($1::text[]) AS id
-                     WHERE NOT EXISTS (SELECT 1 FROM coins c WHERE c.coin_id = id)",
-                        &[ids],
-                    )
-                    .await
-                    .during("adding the coins to backfill")?;
-                self.tx
-                    .query(
+                         SELECT id, now(), now() FROM unnest($1::text[]) AS id
+                         WHERE NOT EXISTS (SELECT 1 FROM coins c WHERE c.coin_id = id)",
+                        &[typed(ids)],
+                    ),
+                )
+                .await?;
+                self.bounded(
+                    READING_COINS,
+                    self.tx.query_typed(
                         "SELECT c.coin_key FROM unnest($1::text[]) WITH ORDINALITY AS i(id, n)
-                     JOIN coins c ON c.coin_id = i.id ORDER BY i.n",
-                        &[ids],
-                    )
-                    .await
+                         JOIN coins c ON c.coin_id = i.id ORDER BY i.n",
+                        &[typed(ids)],
+                    ),
+                )
+                .await?
             }
             BackfillCoins::Tracked { vs_currency, limit } => {
-                self.tx
-                    .query(
+                self.bounded(
+                    READING_COINS,
+                    self.tx.query_typed(
                         "SELECT coin_key FROM quotes WHERE vs_currency = $1
-                     ORDER BY market_cap_rank NULLS LAST, coin_key LIMIT $2",
-                        &[vs_currency, limit],
-                    )
-                    .await
+                         ORDER BY market_cap_rank NULLS LAST, coin_key LIMIT $2",
+                        &[typed(vs_currency), typed(limit)],
+                    ),
+                )
+                .await?
             }
-        }
-        .during("reading the coins to backfill")?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        };
+        let coins: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
         if coins.is_empty() {
             return Ok(Claim::NoCoins);
         }
@@ -165,13 +169,9 @@ impl Apply<'_> {
             window_to: new.window_to,
             granularity: new.granularity,
         };
-        self.tx.execute(
+        self.bounded("starting the backfill", self.tx.execute_typed(
             "INSERT INTO backfill_jobs (job_id, window_from, window_to, granularity, leased_by, leased_until)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&job.job_id, &job.window_from, &job.window_to, &job.granularity.as_str(), &invocation, &lease_until],
-        )
-        .await
-        .during("starting the backfill")?;
+             VALUES ($1, $2, $3, $4, $5, $6)", &[typed(&job.job_id), typed(&job.window_from), typed(&job.window_to), typed(&job.granularity.as_str()), typed(&invocation), typed(&lease_until)])).await?;
         // Coin by coin, each currency's chunks oldest first: the order the rule walks a series.
         let mut keys = Vec::new();
         let mut currencies = Vec::new();
@@ -189,16 +189,12 @@ impl Apply<'_> {
         let tos: Vec<DateTime<Utc>> = chunks.iter().map(|c| c.to).collect();
         let granularities: Vec<&str> = chunks.iter().map(|c| c.granularity.as_str()).collect();
         let intervals: Vec<Option<&str>> = chunks.iter().map(|c| c.interval).collect();
-        self.tx.execute(
+        self.bounded("planning the backfill's chunks", self.tx.execute_typed(
             "INSERT INTO backfill_chunks
                  (job_id, position, coin_key, vs_currency, chunk_from, chunk_to, granularity, api_interval)
              SELECT $1, n::int, k, c, f, t, g, i
              FROM unnest($2::int[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[])
-                 WITH ORDINALITY AS x(k, c, f, t, g, i, n)",
-            &[&job.job_id, &keys, &currencies, &froms, &tos, &granularities, &intervals],
-        )
-        .await
-        .during("planning the backfill's chunks")?;
+                 WITH ORDINALITY AS x(k, c, f, t, g, i, n)", &[typed(&job.job_id), typed(&keys), typed(&currencies), typed(&froms), typed(&tos), typed(&granularities), typed(&intervals)])).await?;
         self.tx.commit().await.during("starting the backfill")?;
         Ok(Claim::Leased { job, created: true })
     }
@@ -209,12 +205,12 @@ impl Store {
     pub async fn next_chunk(&self, job_id: Uuid) -> Result<Option<PendingChunk>, StoreError> {
         let row = self
             .client
-            .query_opt(
+            .query_typed_opt(
                 "SELECT b.position, b.coin_key, c.coin_id, b.vs_currency, b.chunk_from, b.chunk_to,
                         b.granularity, b.api_interval
                  FROM backfill_chunks b JOIN coins c USING (coin_key)
                  WHERE b.job_id = $1 AND b.state = 'pending' ORDER BY b.position LIMIT 1",
-                &[&job_id],
+                &[typed(&job_id)],
             )
             .await
             .during("reading the next chunk of the backfill")?;
@@ -249,10 +245,10 @@ impl Store {
     ) -> Result<u64, StoreError> {
         self.add_calls(job_id, chunk.position, calls).await?;
         self.client
-            .execute(
+            .execute_typed(
                 "UPDATE backfill_chunks SET state = 'refused', detail = $3, done_at = now()
                  WHERE job_id = $1 AND coin_key = $2 AND state = 'pending'",
-                &[&job_id, &chunk.coin_key, &detail],
+                &[typed(&job_id), typed(&chunk.coin_key), typed(&detail)],
             )
             .await
             .during("recording the coin's refusal")
@@ -266,10 +262,10 @@ impl Store {
         calls: i32,
     ) -> Result<(), StoreError> {
         self.client
-            .execute(
+            .execute_typed(
                 "UPDATE backfill_chunks SET calls = calls + $3, last_call_at = now()
                  WHERE job_id = $1 AND position = $2",
-                &[&job_id, &position, &calls],
+                &[typed(&job_id), typed(&position), typed(&calls)],
             )
             .await
             .during("counting the backfill's calls")?;
@@ -280,12 +276,10 @@ impl Store {
     pub async fn finish_backfill_if_done(&self, job_id: Uuid) -> Result<bool, StoreError> {
         let finished = self
             .client
-            .execute(
+            .execute_typed(
                 "UPDATE backfill_jobs SET finished_at = now(), leased_by = NULL, leased_until = NULL
                  WHERE job_id = $1 AND finished_at IS NULL AND NOT EXISTS
-                     (SELECT 1 FROM backfill_chunks WHERE job_id = $1 AND state = 'pending')",
-                &[&job_id],
-            )
+                     (SELECT 1 FROM backfill_chunks WHERE job_id = $1 AND state = 'pending')", &[typed(&job_id)])
             .await
             .during("finishing the backfill")?;
         Ok(finished == 1)
@@ -294,10 +288,10 @@ impl Store {
     /// Gives the lease back, so that the next invocation need not wait for it to run out.
     pub async fn release_backfill(&self, job_id: Uuid, invocation: Uuid) -> Result<(), StoreError> {
         self.client
-            .execute(
+            .execute_typed(
                 "UPDATE backfill_jobs SET leased_by = NULL, leased_until = NULL
                  WHERE job_id = $1 AND leased_by = $2",
-                &[&job_id, &invocation],
+                &[typed(&job_id), typed(&invocation)],
             )
             .await
             .during("releasing the backfill")?;
@@ -308,13 +302,11 @@ impl Store {
     pub async fn calls_this_month(&self) -> Result<u64, StoreError> {
         let row = self
             .client
-            .query_one(
+            .query_typed_one(
                 "SELECT coalesce((SELECT sum((summary->>'calls')::bigint) FROM ingest_runs
                                   WHERE kind = 'live' AND started_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0)
                       + coalesce((SELECT sum(calls) FROM backfill_chunks
-                                  WHERE last_call_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0)",
-                &[],
-            )
+                                  WHERE last_call_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0)", &[])
             .await
             .during("counting this month's calls")?;
         Ok(row.get::<_, Decimal>(0).try_into().unwrap_or(u64::MAX))
@@ -324,7 +316,7 @@ impl Store {
     pub async fn backfill_progress(&self) -> Result<Option<BackfillProgress>, StoreError> {
         let row = self
             .client
-            .query_opt(
+            .query_typed_opt(
                 "SELECT j.job_id, j.window_from, j.window_to, j.granularity, j.finished_at,
                         count(DISTINCT b.coin_key),
                         count(DISTINCT b.coin_key) - count(DISTINCT b.coin_key) FILTER (WHERE b.state = 'pending'),
@@ -335,9 +327,7 @@ impl Store {
                         coalesce(sum(b.recorded), 0)::bigint
                  FROM backfill_jobs j JOIN backfill_chunks b USING (job_id)
                  WHERE j.job_id = (SELECT job_id FROM backfill_jobs ORDER BY created_at DESC LIMIT 1)
-                 GROUP BY j.job_id",
-                &[],
-            )
+                 GROUP BY j.job_id", &[])
             .await
             .during("reading the backfill's progress")?;
         Ok(row.map(|r| BackfillProgress {
@@ -366,15 +356,9 @@ impl Apply<'_> {
         position: i32,
         invocation: Uuid,
     ) -> Result<bool, StoreError> {
-        let row = self
-            .tx
-            .query_opt(
+        let row = self.bounded("checking the backfill's lease", self.tx.query_typed_opt(
                 "SELECT 1 FROM backfill_jobs j JOIN backfill_chunks b USING (job_id)
-                 WHERE j.job_id = $1 AND j.leased_by = $3 AND b.position = $2 AND b.state = 'pending'",
-                &[&job_id, &position, &invocation],
-            )
-            .await
-            .during("checking the backfill's lease")?;
+                 WHERE j.job_id = $1 AND j.leased_by = $3 AND b.position = $2 AND b.state = 'pending'", &[typed(&job_id), typed(&position), typed(&invocation)])).await?;
         Ok(row.is_some())
     }
 
@@ -385,20 +369,14 @@ impl Apply<'_> {
         vs_currency: &str,
         from: DateTime<Utc>,
     ) -> Result<SeriesBounds, StoreError> {
-        let row = self
-            .tx
-            .query_one(
+        let row = self.bounded("reading the coin's history around the chunk", self.tx.query_typed_one(
                 "SELECT (SELECT price FROM price_points
                          WHERE coin_key = $1 AND vs_currency = $2 AND source_updated_at < $3
                          ORDER BY source_updated_at DESC LIMIT 1),
                         least((SELECT min(source_updated_at) FROM price_points
                                WHERE coin_key = $1 AND vs_currency = $2 AND source_updated_at >= $3),
                               (SELECT min(source_updated_at) FROM price_points
-                               WHERE coin_key = $1 AND vs_currency = $2 AND granularity IS NULL))",
-                &[&coin_key, &vs_currency, &from],
-            )
-            .await
-            .during("reading the coin's history around the chunk")?;
+                               WHERE coin_key = $1 AND vs_currency = $2 AND granularity IS NULL))", &[typed(&coin_key), typed(&vs_currency), typed(&from)])).await?;
         Ok(SeriesBounds {
             reference: row.get(0),
             fill_until: row.get(1),
@@ -420,47 +398,37 @@ impl Apply<'_> {
     ) -> Result<u64, StoreError> {
         let times: Vec<DateTime<Utc>> = points.iter().map(|p| p.at).collect();
         if !times.is_empty() {
-            self.tx
-                .execute(
+            self.bounded(
+                "making the partitions of price_history",
+                self.tx.execute_typed(
                     "SELECT price_history_make_partitions($1::timestamptz[])",
-                    &[&times],
-                )
-                .await
-                .during("making the partitions of price_history")?;
+                    &[typed(&times)],
+                ),
+            )
+            .await?;
         }
         let prices: Vec<Decimal> = points.iter().map(|p| p.price).collect();
         let caps: Vec<Option<Decimal>> = points.iter().map(|p| p.market_cap).collect();
         let volumes: Vec<Option<Decimal>> = points.iter().map(|p| p.total_volume).collect();
-        let written = self
-            .tx
-            .execute(
+        let written = self.bounded("writing the backfilled history", self.tx.execute_typed(
                 "INSERT INTO price_points (source_updated_at, recorded_at, run_id, coin_key, vs_currency,
                                            price, market_cap, total_volume, granularity)
                  SELECT t, now(), $1, $2, $3, p, m, v, $4
                  FROM unnest($5::timestamptz[], $6::numeric[], $7::numeric[], $8::numeric[]) AS x(t, p, m, v)
-                 ON CONFLICT (coin_key, vs_currency, source_updated_at) DO NOTHING",
-                &[&run_id, &chunk.coin_key, &chunk.vs_currency, &chunk.chunk.granularity.as_str(),
-                  &times, &prices, &caps, &volumes],
-            )
-            .await
-            .during("writing the backfilled history")?;
-        self.tx
-            .execute(
+                 ON CONFLICT (coin_key, vs_currency, source_updated_at) DO NOTHING", &[typed(&run_id), typed(&chunk.coin_key), typed(&chunk.vs_currency), typed(&chunk.chunk.granularity.as_str()), typed(&times), typed(&prices), typed(&caps), typed(&volumes)])).await?;
+        self.bounded("marking the chunk done", self.tx.execute_typed(
                 "UPDATE backfill_chunks
                  SET state = 'done', points = $3, recorded = $4, calls = calls + $5, last_call_at = now(),
                      done_at = now(), run_id = $6
-                 WHERE job_id = $1 AND position = $2",
-                &[&job_id, &chunk.position, &fetched, &(written as i32), &calls, &run_id],
-            )
-            .await
-            .during("marking the chunk done")?;
-        self.tx
-            .execute(
+                 WHERE job_id = $1 AND position = $2", &[typed(&job_id), typed(&chunk.position), typed(&fetched), typed(&(written as i32)), typed(&calls), typed(&run_id)])).await?;
+        self.bounded(
+            "renewing the backfill's lease",
+            self.tx.execute_typed(
                 "UPDATE backfill_jobs SET leased_until = $2 WHERE job_id = $1",
-                &[&job_id, &lease_until],
-            )
-            .await
-            .during("renewing the backfill's lease")?;
+                &[typed(&job_id), typed(&lease_until)],
+            ),
+        )
+        .await?;
         Ok(written)
     }
 }
@@ -471,9 +439,9 @@ async fn lease(
     invocation: Uuid,
     until: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    tx.execute_typed(
         "UPDATE backfill_jobs SET leased_by = $2, leased_until = $3 WHERE job_id = $1",
-        &[&job_id, &invocation, &until],
+        &[typed(&job_id), typed(&invocation), typed(&until)],
     )
     .await
     .during("leasing the backfill")?;

@@ -138,7 +138,10 @@ impl Connector {
                 }
             }
         });
-        Ok(Store { client })
+        Ok(Store {
+            client,
+            tls: self.tls.clone(),
+        })
     }
 }
 

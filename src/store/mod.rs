@@ -9,23 +9,50 @@ mod backfill;
 mod connector;
 mod error;
 mod migrations;
+mod params;
 mod reports;
 mod runs;
 
 use std::time::Duration;
 
-use tokio_postgres::Client;
+use postgres_native_tls::MakeTlsConnector;
+use tokio_postgres::{CancelToken, Client};
 
 pub use apply::{Apply, HeldCoin, Written, RUN_LOCK};
 pub use backfill::{BackfillCoins, BackfillJob, Claim, NewBackfill, PendingChunk, SeriesBounds};
 pub use connector::Connector;
 pub use error::StoreError;
+pub use runs::{AbandonedRun, LEASE_MARGIN};
 
 pub struct Store {
     client: Client,
+    /// The TLS of this connection, for the cancel request's own connection.
+    tls: MakeTlsConnector,
+}
+
+/// Cancels the statement running on a connection, from a connection of its own.
+pub(crate) struct Canceller {
+    token: CancelToken,
+    tls: MakeTlsConnector,
+}
+
+impl Canceller {
+    /// Best effort: the caller fails either way; a cancel that cannot be sent is logged.
+    async fn cancel(&self) {
+        if let Err(e) = self.token.cancel_query(self.tls.clone()).await {
+            tracing::warn!(error = %crate::error_chain::error_chain(&e), "could not cancel the statement");
+        }
+    }
 }
 
 impl Store {
+    fn canceller(&self) -> Canceller {
+        Canceller {
+            token: self.client.cancel_token(),
+            tls: self.tls.clone(),
+        }
+    }
+
     /// Whether the server still answers on this connection. A warm connection can have been
     /// ended while the function slept (a restart, a failover, an idle timeout) without the
     /// client having noticed yet: one empty round trip tells before a run relies on it.

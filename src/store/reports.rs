@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::error::{During, StoreError};
+use super::params::typed;
 use super::Store;
 use crate::series::Series;
 
@@ -15,9 +16,9 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         let rows = self
             .client
-            .query(
+            .query_typed(
                 "SELECT coin_id FROM current_prices WHERE vs_currency = $1 AND coin_id = ANY($2)",
-                &[&vs_currency, &coin_ids],
+                &[typed(&vs_currency), typed(&coin_ids)],
             )
             .await
             .during("looking up the coins")?;
@@ -35,7 +36,15 @@ impl Store {
     ) -> Result<Vec<Series>, StoreError> {
         let rows = self
             .client
-            .query(PRICE_STEPS, &[&vs_currency, &coin_ids, &from, &to])
+            .query_typed(
+                PRICE_STEPS,
+                &[
+                    typed(&vs_currency),
+                    typed(&coin_ids),
+                    typed(&from),
+                    typed(&to),
+                ],
+            )
             .await
             .during("reading price_history")?;
         let mut series: Vec<Series> = coin_ids

@@ -5,6 +5,7 @@ pub mod market_chart;
 pub mod moto;
 pub mod secure_postgres;
 pub mod simple_price;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::process::Output;
