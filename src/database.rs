@@ -30,7 +30,7 @@ const INVALID_AUTHORIZATION: &str = "28000";
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error(
-        "no database given: set DATABASE_URL, DB_SECRET_ID or libpq's PGHOST, PGUSER, PGDATABASE…"
+        "no database given: set DATABASE_URL, DB_SECRET_ID, libpq's PGHOST, PGUSER, PGDATABASE…, or DB_AUTH=iam with DB_HOST and DB_USER"
     )]
     NotConfigured,
     #[error("secret {0} has no \"host\": set DB_HOST (the template's DbHost parameter) or PGHOST to the database's host name")]
