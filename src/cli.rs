@@ -23,8 +23,8 @@ use crate::{archive, secrets, status, trigger};
 const SETTINGS_HELP: &str = "\
 Settings come from environment variables; there are no settings flags.
 Required: DATABASE_URL (postgres://user:password@host:5432/db), DB_SECRET_ID (a Secrets Manager
-secret with the database credentials; DB_HOST, DB_PORT and DB_NAME give what it lacks), or libpq's
-PGHOST, PGUSER, PGDATABASE…
+secret with the database credentials; DB_HOST, DB_PORT and DB_NAME give what it lacks), libpq's
+PGHOST, PGUSER, PGDATABASE…, or DB_AUTH=iam with DB_HOST, DB_USER and AWS_REGION (an RDS IAM token).
 Most used: COIN_IDS (bitcoin,ethereum) or TOP_N (250), VS_CURRENCY (usd), CDC_THRESHOLD_PCT (0.5),
 COINGECKO_API_KEY and COINGECKO_API_PLAN (demo or pro), AUTO_MIGRATE (true), DB_SSLMODE (prefer;
 verify-full to check the certificate and host name),

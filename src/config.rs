@@ -52,6 +52,8 @@ pub struct DatabaseConfig {
 
 #[derive(Debug, Clone)]
 pub enum DatabaseSource {
+    /// `DB_AUTH=iam`: no password; a token signed with the function's own AWS credentials.
+    Iam(IamEndpoint),
     /// `DATABASE_URL` (a URI or a `key=value` list), completed from the `PG*` variables.
     Url(tokio_postgres::Config),
     /// Credentials in Secrets Manager; what the secret lacks comes from `DB_HOST`, `DB_PORT`,
@@ -63,6 +65,17 @@ pub enum DatabaseSource {
         dbname: Option<String>,
         application_name: String,
     },
+}
+
+/// Where `DB_AUTH=iam` logs in: the token is signed for this host, port, user and region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IamEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub dbname: String,
+    pub region: String,
+    pub application_name: String,
 }
 
 /// libpq's `sslmode`s, with libpq's meanings.
@@ -316,7 +329,33 @@ const REQUIRE_STILL_VERIFIES: &str = "DB_SSLMODE=require verifies the server's c
 /// Logged for `sslmode=require` in `DATABASE_URL`, which verified the certificate before.
 const REQUIRE_NO_LONGER_VERIFIES: &str = "sslmode=require in DATABASE_URL encrypts without verifying the server's certificate, as in libpq (earlier releases verified it): use sslmode=verify-full to verify it (the Amazon RDS roots are built in)";
 
+/// How the function logs in to the database (`DB_AUTH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DbAuth {
+    /// A password: from the secret, `DATABASE_URL` or `PGPASSWORD`.
+    Secret,
+    /// An RDS IAM authentication token.
+    Iam,
+}
+
+fn db_auth(env: &Env) -> Result<DbAuth, ConfigError> {
+    match env.text("DB_AUTH").as_deref() {
+        None | Some("secret") => Ok(DbAuth::Secret),
+        Some("iam") => Ok(DbAuth::Iam),
+        Some(other) => Err(ConfigError::new(
+            "DB_AUTH",
+            format!("unknown {other:?}: use \"secret\" (a password from DB_SECRET_ID, DATABASE_URL or PGPASSWORD) or \"iam\" (an RDS IAM token)"),
+        )),
+    }
+}
+
 fn database_config(env: &Env) -> Result<DatabaseConfig, ConfigError> {
+    if db_auth(env)? == DbAuth::Iam {
+        return Ok(DatabaseConfig {
+            source: Some(DatabaseSource::Iam(iam_endpoint(env)?)),
+            tls: tls_settings(env, None, None, DbAuth::Iam)?,
+        });
+    }
     let conninfo = env
         .text("DATABASE_URL")
         .map(|text| {
@@ -364,7 +403,48 @@ fn database_config(env: &Env) -> Result<DatabaseConfig, ConfigError> {
     };
     Ok(DatabaseConfig {
         source,
-        tls: tls_settings(env, url_sslmode, url_sslrootcert)?,
+        tls: tls_settings(env, url_sslmode, url_sslrootcert, DbAuth::Secret)?,
+    })
+}
+
+/// `DB_AUTH=iam`'s endpoint: `DB_*`, then libpq's `PG*` variables, as with a secret. A password
+/// given anywhere else would be ignored, so a secret or a URL beside it is an error.
+fn iam_endpoint(env: &Env) -> Result<IamEndpoint, ConfigError> {
+    for var in ["DB_SECRET_ID", "DATABASE_URL"] {
+        if env.text(var).is_some() {
+            return Err(ConfigError::new(
+                var,
+                "DB_AUTH=iam logs in with a signed token, not a password: unset this, or DB_AUTH",
+            ));
+        }
+    }
+    let required = |var: &'static str, fallback: &str, what: &str| {
+        env.text(var).or_else(|| env.text(fallback)).ok_or_else(|| {
+            ConfigError::new(
+                var,
+                format!("DB_AUTH=iam signs its token for the {what}: set {var} (or {fallback})"),
+            )
+        })
+    };
+    let host = required("DB_HOST", "PGHOST", "database's host name")?;
+    let user = required("DB_USER", "PGUSER", "database user")?;
+    let region = required("AWS_REGION", "AWS_DEFAULT_REGION", "database's AWS region")?;
+    let port = match env.port("DB_PORT")? {
+        Some(port) => port,
+        None => env.port("PGPORT")?.unwrap_or(5432),
+    };
+    Ok(IamEndpoint {
+        host,
+        port,
+        user,
+        dbname: env
+            .text("DB_NAME")
+            .or_else(|| env.text("PGDATABASE"))
+            .unwrap_or_else(|| "postgres".into()),
+        region,
+        application_name: env
+            .text("PGAPPNAME")
+            .unwrap_or_else(|| APPLICATION_NAME.into()),
     })
 }
 
@@ -435,11 +515,13 @@ fn default_socket_dir() -> &'static str {
 }
 
 /// The TLS mode and roots: our `DB_*` variables first, then the connection string's parameters,
-/// then libpq's `PG*` variables (which the connection string overrides, as in libpq).
+/// then libpq's `PG*` variables (which the connection string overrides, as in libpq). IAM
+/// authentication needs TLS: it defaults to `verify-full` and refuses the modes that may go without.
 fn tls_settings(
     env: &Env,
     url_sslmode: Option<String>,
     url_sslrootcert: Option<String>,
+    auth: DbAuth,
 ) -> Result<DbTls, ConfigError> {
     let root = [
         ("DB_SSL_ROOT_CERT", env.text("DB_SSL_ROOT_CERT")),
@@ -458,7 +540,7 @@ fn tls_settings(
     .into_iter()
     .find_map(|(var, raw)| raw.map(|raw| (var, raw)));
     let (mode, warning) = match explicit {
-        None if system_roots => (SslMode::VerifyFull, None),
+        None if system_roots || auth == DbAuth::Iam => (SslMode::VerifyFull, None),
         None => (SslMode::Prefer, None),
         Some((var, raw)) => {
             let mode = SslMode::parse(&raw).ok_or_else(|| {
@@ -476,6 +558,14 @@ fn tls_settings(
                 }
                 _ => (mode, None),
             };
+            if auth == DbAuth::Iam
+                && matches!(mode, SslMode::Disable | SslMode::Allow | SslMode::Prefer)
+            {
+                return Err(ConfigError::new(
+                    var,
+                    format!("sslmode {raw:?} may connect without TLS, and DB_AUTH=iam needs TLS (RDS refuses IAM logins without it): use require, verify-ca or verify-full, or leave it unset for verify-full"),
+                ));
+            }
             if system_roots && mode != SslMode::VerifyFull {
                 return Err(ConfigError::new(
                     var,
@@ -632,6 +722,7 @@ mod tests {
                 "postgres://u:pw@host/db?sslmode=verify_full",
             ),
             ("DATABASE_URL", "host=h sslcert=/client.pem"),
+            ("DB_AUTH", "password"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var);
@@ -896,6 +987,159 @@ mod tests {
                 "coingecko-cdc".into()
             )
         );
+    }
+
+    const IAM: [(&str, &str); 4] = [
+        ("DB_AUTH", "iam"),
+        ("DB_HOST", "db.abc.eu-west-1.rds.amazonaws.com"),
+        ("DB_USER", "lambda_ingest"),
+        ("AWS_REGION", "eu-west-1"),
+    ];
+
+    fn iam(vars: &[(&str, &str)]) -> (IamEndpoint, DbTls) {
+        let database = config(vars).unwrap().database;
+        match database.source {
+            Some(DatabaseSource::Iam(endpoint)) => (endpoint, database.tls),
+            other => panic!("not IAM: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn db_auth_iam_signs_for_db_host_db_user_and_the_region_over_verify_full() {
+        let (endpoint, tls) = iam(&IAM);
+        assert_eq!(
+            endpoint,
+            IamEndpoint {
+                host: "db.abc.eu-west-1.rds.amazonaws.com".into(),
+                port: 5432,
+                user: "lambda_ingest".into(),
+                dbname: "postgres".into(),
+                region: "eu-west-1".into(),
+                application_name: "coingecko-cdc".into(),
+            }
+        );
+        assert_eq!(
+            (tls.mode, tls.root_cert, tls.warning),
+            (SslMode::VerifyFull, None, None)
+        );
+
+        let mut vars = IAM.to_vec();
+        vars.extend([
+            ("DB_PORT", "6432"),
+            ("DB_NAME", "prices"),
+            ("PGAPPNAME", "app"),
+            ("DB_SSL_ROOT_CERT", "/ca.pem"),
+        ]);
+        let (endpoint, tls) = iam(&vars);
+        assert_eq!(
+            (
+                endpoint.port,
+                endpoint.dbname.as_str(),
+                endpoint.application_name.as_str()
+            ),
+            (6432, "prices", "app")
+        );
+        assert_eq!(tls.root_cert.unwrap().path, PathBuf::from("/ca.pem"));
+
+        let (endpoint, _) = iam(&[
+            ("DB_AUTH", "iam"),
+            ("PGHOST", "pg-host"),
+            ("PGPORT", "6543"),
+            ("PGUSER", "pg-user"),
+            ("PGDATABASE", "pg-db"),
+            ("AWS_DEFAULT_REGION", "us-east-2"),
+        ]);
+        assert_eq!(
+            (
+                endpoint.host,
+                endpoint.port,
+                endpoint.user,
+                endpoint.dbname,
+                endpoint.region
+            ),
+            (
+                "pg-host".into(),
+                6543,
+                "pg-user".into(),
+                "pg-db".into(),
+                "us-east-2".into()
+            )
+        );
+    }
+
+    #[test]
+    fn db_auth_is_secret_by_default_and_nothing_else_but_iam() {
+        let with_secret = [("DB_SECRET_ID", "db"), ("DB_AUTH", "secret")];
+        for vars in [&with_secret[..1], &with_secret[..]] {
+            assert!(matches!(
+                config(vars).unwrap().database.source,
+                Some(DatabaseSource::Secret { .. })
+            ));
+        }
+        let err = config_error(&[("DB_AUTH", "IAM")]);
+        assert_eq!(err.var, "DB_AUTH");
+        assert!(
+            err.to_string().contains(r#""secret""#) && err.to_string().contains(r#""iam""#),
+            "lists the allowed values: {err}"
+        );
+    }
+
+    #[test]
+    fn db_auth_iam_names_the_missing_host_user_or_region() {
+        for missing in ["DB_HOST", "DB_USER", "AWS_REGION"] {
+            let vars: Vec<_> = IAM
+                .iter()
+                .copied()
+                .filter(|(var, _)| *var != missing)
+                .collect();
+            let err = config_error(&vars);
+            assert_eq!(err.var, missing);
+            assert!(err.to_string().contains("DB_AUTH=iam"), "{err}");
+        }
+    }
+
+    #[test]
+    fn db_auth_iam_refuses_modes_that_may_go_without_tls() {
+        for var in ["DB_SSLMODE", "PGSSLMODE"] {
+            for mode in ["disable", "allow", "prefer"] {
+                let mut vars = IAM.to_vec();
+                vars.push((var, mode));
+                let err = config_error(&vars);
+                assert_eq!(err.var, var);
+                let text = err.to_string();
+                assert!(
+                    text.contains("DB_AUTH=iam") && text.contains(mode),
+                    "{text}"
+                );
+            }
+        }
+        for (var, mode, expected) in [
+            ("DB_SSLMODE", "verify-ca", SslMode::VerifyCa),
+            ("DB_SSLMODE", "verify-full", SslMode::VerifyFull),
+            ("DB_SSLMODE", "require", SslMode::VerifyFull),
+            ("PGSSLMODE", "require", SslMode::Require),
+        ] {
+            let mut vars = IAM.to_vec();
+            vars.push((var, mode));
+            assert_eq!(iam(&vars).1.mode, expected, "{var}={mode}");
+        }
+    }
+
+    #[test]
+    fn db_auth_iam_refuses_a_password_it_would_ignore() {
+        for (var, value) in [
+            (
+                "DB_SECRET_ID",
+                "arn:aws:secretsmanager:eu-west-1:1:secret:db",
+            ),
+            ("DATABASE_URL", "postgres://u:hunter2@h/db"),
+        ] {
+            let mut vars = IAM.to_vec();
+            vars.push((var, value));
+            let err = config_error(&vars);
+            assert_eq!(err.var, var);
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
     }
 
     #[test]

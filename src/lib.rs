@@ -2,10 +2,10 @@
 //! price-based change data capture.
 //!
 //! The pure core ([`market`], [`cdc`], [`backfill`], [`summary`], [`trigger`], [`status`],
-//! [`replay`], [`series`], [`conninfo`], [`error_chain`]) does no I/O; the edges ([`coingecko`],
-//! [`store`], [`database`], [`secrets`], [`lambda`], [`cli`], [`chart`], [`archive`]) do;
-//! [`ingest`] ties one run together and [`app`] holds what runs share; [`config`] is read once
-//! at the start.
+//! [`replay`], [`series`], [`conninfo`], [`rds_token`], [`error_chain`]) does no I/O; the edges
+//! ([`coingecko`], [`store`], [`database`], [`secrets`], [`lambda`], [`cli`], [`chart`],
+//! [`archive`]) do; [`ingest`] ties one run together and [`app`] holds what runs share;
+//! [`config`] is read once at the start.
 
 pub mod app;
 pub mod archive;
@@ -21,6 +21,7 @@ pub mod error_chain;
 pub mod ingest;
 pub mod lambda;
 pub mod market;
+pub mod rds_token;
 pub mod replay;
 pub mod secrets;
 pub mod series;

@@ -1,7 +1,12 @@
-//! The Secrets Manager edge: database credentials and the CoinGecko key.
+//! The AWS edge: database credentials and the CoinGecko key from Secrets Manager, and what IAM
+//! database tokens are signed with.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
 
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::Credentials;
 use secrecy::SecretString;
 use serde_json::Value;
 
@@ -21,6 +26,49 @@ pub trait SecretSource: Send + Sync {
         &self,
         secret_id: &str,
     ) -> impl Future<Output = Result<String, SecretError>> + Send;
+
+    /// The AWS configuration the secrets are read with, which IAM database tokens are then
+    /// signed with too; a configuration of its own for a source that has none.
+    fn aws_config(&self) -> AwsConfig {
+        AwsConfig::default()
+    }
+}
+
+/// The AWS configuration (region, credentials, the `AWS_ENDPOINT_URL*` overrides), loaded the
+/// standard way when first needed and shared by its clones: a run that needs none never loads
+/// it, which may look for a region on the network.
+#[derive(Clone, Default)]
+pub struct AwsConfig(Arc<tokio::sync::OnceCell<aws_config::SdkConfig>>);
+
+impl AwsConfig {
+    pub async fn get(&self) -> &aws_config::SdkConfig {
+        self.0
+            .get_or_init(|| aws_config::load_defaults(aws_config::BehaviorVersion::latest()))
+            .await
+    }
+}
+
+/// What an IAM database token is signed with: AWS credentials, and the time.
+pub trait SigningContext: Send + Sync {
+    fn credentials(&self) -> impl Future<Output = Result<Credentials, CredentialsError>> + Send;
+    fn now(&self) -> SystemTime;
+}
+
+/// The process's own AWS credentials (Lambda's execution role, a profile, `AWS_*`) and the clock.
+pub struct AwsSigning(pub AwsConfig);
+
+impl SigningContext for AwsSigning {
+    async fn credentials(&self) -> Result<Credentials, CredentialsError> {
+        use aws_credential_types::provider::ProvideCredentials;
+        match self.0.get().await.credentials_provider() {
+            Some(provider) => provider.provide_credentials().await,
+            None => Err(CredentialsError::not_loaded("no credentials provider")),
+        }
+    }
+
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
 }
 
 impl SecretSource for aws_sdk_secretsmanager::Client {
@@ -56,24 +104,20 @@ impl SecretSource for aws_sdk_secretsmanager::Client {
     }
 }
 
-/// Secrets Manager, configured the standard AWS way (region, credentials, and the
-/// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_SECRETS_MANAGER` overrides) when a secret is first
-/// read: a run that reads none never loads the AWS configuration, which may look for a region
-/// on the network.
+/// Secrets Manager, configured the standard AWS way (`AWS_ENDPOINT_URL_SECRETS_MANAGER` points
+/// it elsewhere) when a secret is first read.
 #[derive(Default)]
 pub struct SecretsManager {
-    aws: tokio::sync::OnceCell<(aws_config::SdkConfig, aws_sdk_secretsmanager::Client)>,
+    aws: AwsConfig,
+    client: tokio::sync::OnceCell<aws_sdk_secretsmanager::Client>,
 }
 
 impl SecretSource for SecretsManager {
     async fn secret_string(&self, secret_id: &str) -> Result<String, SecretError> {
-        let (config, client) = self
-            .aws
-            .get_or_init(|| async {
-                let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                let client = aws_sdk_secretsmanager::Client::new(&config);
-                (config, client)
-            })
+        let config = self.aws.get().await;
+        let client = self
+            .client
+            .get_or_init(|| async { aws_sdk_secretsmanager::Client::new(config) })
             .await;
         let fail = |problem: String| SecretError {
             secret_id: secret_id.to_string(),
@@ -93,11 +137,18 @@ impl SecretSource for SecretsManager {
         }
         outcome
     }
+
+    fn aws_config(&self) -> AwsConfig {
+        self.aws.clone()
+    }
 }
+
+/// What to do when no source of AWS credentials has any.
+pub const NO_CREDENTIALS: &str = "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where a role provides them (Lambda's execution role, an EC2 instance profile, an ECS task role)";
 
 /// What to do when no source of AWS credentials has any; `None` when one has.
 async fn missing_credentials(config: &aws_config::SdkConfig) -> Option<String> {
-    use aws_credential_types::provider::{error::CredentialsError, ProvideCredentials};
+    use aws_credential_types::provider::ProvideCredentials;
     let none_found = match config.credentials_provider() {
         None => true,
         Some(provider) => matches!(
@@ -105,7 +156,7 @@ async fn missing_credentials(config: &aws_config::SdkConfig) -> Option<String> {
             Err(CredentialsError::CredentialsNotLoaded(_))
         ),
     };
-    none_found.then(|| "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where a role provides them (Lambda's execution role, an EC2 instance profile, an ECS task role)".to_string())
+    none_found.then(|| NO_CREDENTIALS.to_string())
 }
 
 /// Database credentials from either secret shape: the RDS-managed master secret
