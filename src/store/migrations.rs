@@ -51,9 +51,13 @@ impl Store {
         &mut self,
         version: Option<SchemaVersion>,
     ) -> Result<Option<String>, StoreError> {
-        let refinery_error = |e: refinery::Error| {
-            let code = sqlstate_in(&e);
-            StoreError::new(APPLYING_MIGRATIONS, error_chain(&e), code.as_ref(), None)
+        let failed = |e: &(dyn std::error::Error + 'static)| {
+            StoreError::new(
+                APPLYING_MIGRATIONS,
+                error_chain(e),
+                sqlstate_in(e).as_ref(),
+                None,
+            )
         };
         let tx = self
             .client
@@ -70,18 +74,11 @@ impl Store {
         locked
             .execute([Locked::assert_migrations_table_query(HISTORY).as_str()].into_iter())
             .await
-            .map_err(|e| {
-                StoreError::new(
-                    APPLYING_MIGRATIONS,
-                    error_chain(&e),
-                    sqlstate_in(&e).as_ref(),
-                    None,
-                )
-            })?;
+            .map_err(|e| failed(&e))?;
         let done: Vec<SchemaVersion> = locked
             .get_applied_migrations(HISTORY)
             .await
-            .map_err(refinery_error)?
+            .map_err(|e| failed(&e))?
             .iter()
             .map(Migration::version)
             .collect();
@@ -98,7 +95,7 @@ impl Store {
             .set_target(Target::Version(next))
             .run_async(&mut locked)
             .await
-            .map_err(refinery_error)?;
+            .map_err(|e| failed(&e))?;
         locked.0.commit().await.during("committing a migration")?;
         Ok(report.applied_migrations().first().map(ToString::to_string))
     }
@@ -110,7 +107,8 @@ struct Locked<'a>(Transaction<'a>);
 
 #[derive(Debug, thiserror::Error)]
 enum MigrationError {
-    #[error(transparent)]
+    /// Not transparent: the SQLSTATE is looked up on this error's source.
+    #[error("the statement failed")]
     Postgres(#[from] tokio_postgres::Error),
     #[error("refinery_schema_history holds {0}")]
     History(String),
