@@ -5,7 +5,9 @@
 //! tests), the local PostgreSQL (a fresh database per sample) and a local CoinGecko stub serving
 //! a recorded answer (100 coins). The network to AWS and CoinGecko is excluded by design.
 //! `SAMPLES` (default 5) processes are started; each serves one cold and `WARM` (default 5) warm
-//! invocations. Medians are printed.
+//! invocations. Medians are printed. `BOOTSTRAP` runs another build instead (one of main's, to
+//! compare in one run); `DB_SSLMODE` (default `disable`) sets the database's TLS: `prefer` takes
+//! the local server's own certificate, unverified.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -62,7 +64,7 @@ struct Sample {
     peak_rss_kib: u64,
 }
 
-async fn sample(binary: &str, warm: usize) -> Sample {
+async fn sample(binary: &str, warm: usize, sslmode: &str) -> Sample {
     let app = common::spawn_app().await;
     app.serve(&[common::fixture("markets-2024-09-05.json")])
         .await;
@@ -104,7 +106,7 @@ async fn sample(binary: &str, warm: usize) -> Sample {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", common::moto::endpoint())
         .env("DB_SECRET_ID", &secret_id)
-        .env("DB_SSLMODE", "disable")
+        .env("DB_SSLMODE", sslmode)
         .env("COINGECKO_BASE_URL", app.coingecko.uri())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -175,18 +177,19 @@ fn setting(name: &str, default: usize) -> usize {
 
 #[tokio::main]
 async fn main() {
-    let binary = env!("CARGO_BIN_EXE_bootstrap");
+    let binary = std::env::var("BOOTSTRAP").unwrap_or(env!("CARGO_BIN_EXE_bootstrap").into());
+    let sslmode = std::env::var("DB_SSLMODE").unwrap_or("disable".into());
     let samples_wanted = setting("SAMPLES", 5);
     let warm = setting("WARM", 5);
     let mut samples = Vec::new();
     for _ in 0..samples_wanted {
-        samples.push(sample(binary, warm).await);
+        samples.push(sample(&binary, warm, &sslmode).await);
     }
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
-    println!("bootstrap: {binary}");
+    println!("bootstrap: {binary}, DB_SSLMODE={sslmode}");
     println!(
-        "binary size: {:.1} MiB (this build)",
-        std::fs::metadata(binary).unwrap().len() as f64 / 1048576.0
+        "binary size: {:.1} MiB",
+        std::fs::metadata(&binary).unwrap().len() as f64 / 1048576.0
     );
     println!("samples: {samples_wanted} processes x (1 cold + {warm} warm) invocations; medians:");
     println!(

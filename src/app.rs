@@ -1,8 +1,9 @@
 //! What the command line and the Lambda both run: built once, then one run per trigger.
 //!
-//! Everything costly is built once (at the Lambda's cold start) and borrowed by every run:
-//! the HTTP client, the TLS setup, the secret (cached with a TTL) and the connection
-//! (opened again only when it has closed).
+//! Everything costly is built once and borrowed by every run: the HTTP client with the process's
+//! verifying TLS setup (at the Lambda's cold start; verify-full connections share it), the
+//! database's own TLS setup when its mode needs one (at its first handshake), the secret (cached
+//! with a TTL) and the connection (opened again only when it has closed).
 
 use std::time::Duration;
 

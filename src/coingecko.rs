@@ -60,6 +60,8 @@ pub enum FetchError {
     OutOfPlanRange { call: Call, message: String },
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("cannot build the HTTP client: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// One request of a fetch, as errors and logs name it.
@@ -215,7 +217,9 @@ impl CoinGeckoClient {
                 headers.insert(name, value);
             }
         }
+        // The process's verifying TLS, which the database connections may share.
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls(crate::tls::verifying()?)
             .user_agent(concat!("coingecko-cdc/", env!("CARGO_PKG_VERSION")))
             .default_headers(headers)
             .build()?;

@@ -3,7 +3,7 @@
 //!
 //! The pure core ([`market`], [`cdc`], [`backfill`], [`summary`], [`trigger`], [`status`],
 //! [`replay`], [`series`], [`conninfo`], [`rds_token`], [`error_chain`]) does no I/O; the edges
-//! ([`coingecko`], [`store`], [`database`], [`secrets`], [`lambda`], [`cli`], [`chart`],
+//! ([`coingecko`], [`store`], [`database`], [`tls`], [`secrets`], [`lambda`], [`cli`], [`chart`],
 //! [`archive`]) do; [`ingest`] ties one run together and [`app`] holds what runs share;
 //! [`config`] is read once at the start.
 
@@ -28,4 +28,5 @@ pub mod series;
 pub mod status;
 pub mod store;
 pub mod summary;
+pub mod tls;
 pub mod trigger;

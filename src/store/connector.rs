@@ -1,14 +1,21 @@
 //! Connections: TLS as libpq would do it in each `sslmode`, and errors that say where they went.
 
-use postgres_native_tls::{MakeTlsConnector, TlsStream};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use postgres_native_tls::TlsStream;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::{DbError, Severity};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Client, Connection, Socket};
 
 use super::error::{During, StoreError};
 use super::Store;
 use crate::config::{DbTls, SslMode};
 use crate::error_chain::error_chain;
+use crate::tls::{self, TlsError};
 
 /// SQLSTATE class 28, "invalid authorization specification": the server refused the login.
 const INVALID_AUTHORIZATION: &str = "28";
@@ -18,43 +25,27 @@ fn is_tls_failure(error: &tokio_postgres::Error) -> bool {
     std::error::Error::source(error).is_some_and(|cause| cause.is::<native_tls::Error>())
 }
 
-/// The Amazon RDS global CA bundle (all regions), as AWS publishes it at
-/// https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem. Built in because
-/// Amazon Linux's system store lacks these roots; refresh it when AWS rotates its CAs.
-const RDS_ROOTS: &[u8] = include_bytes!("rds-global-bundle.pem");
-
 /// Opens connections with the configured TLS; built once, reused for every connection.
 #[derive(Clone)]
 pub struct Connector {
-    tls: MakeTlsConnector,
+    tls: LazyTls,
     mode: SslMode,
 }
 
 impl Connector {
-    /// Reads the root certificate file (every certificate of the bundle) and builds the TLS setup.
+    /// Reads the root certificate file (every certificate of the bundle), so that a bad one fails
+    /// here; the TLS itself is set up by the first connection that negotiates it.
     pub fn new(settings: &DbTls) -> Result<Self, StoreError> {
-        let tls_error = |detail: String| StoreError::new("setting up TLS", detail, None, None);
-        let mut builder = native_tls::TlsConnector::builder();
-        let mut add_roots = |source: &str, bundle: &[u8]| -> Result<(), StoreError> {
-            let certificates = pem::parse_many(bundle)
-                .map_err(|e| tls_error(format!("{source}: not PEM ({e})")))?;
-            if certificates.is_empty() {
-                return Err(tls_error(format!("{source}: no certificate in the file")));
+        let tls_error = |e: TlsError| StoreError::new("setting up TLS", e.0, None, None);
+        let extra_roots = match &settings.root_cert {
+            None => Vec::new(),
+            Some(root_cert) => {
+                let source = format!("{} {}", root_cert.setting, root_cert.path.display());
+                let bundle = std::fs::read(&root_cert.path)
+                    .map_err(|e| tls_error(TlsError(format!("{source}: {e}"))))?;
+                tls::roots(&source, &bundle).map_err(tls_error)?
             }
-            for certificate in certificates {
-                let root = native_tls::Certificate::from_der(certificate.contents())
-                    .map_err(|e| tls_error(format!("{source}: {e}")))?;
-                builder.add_root_certificate(root);
-            }
-            Ok(())
         };
-        add_roots("the built-in RDS bundle", RDS_ROOTS)?;
-        if let Some(root_cert) = &settings.root_cert {
-            let source = format!("{} {}", root_cert.setting, root_cert.path.display());
-            let bundle =
-                std::fs::read(&root_cert.path).map_err(|e| tls_error(format!("{source}: {e}")))?;
-            add_roots(&source, &bundle)?;
-        }
         // As libpq: the chain is verified in the verify modes, and in the others when a root
         // certificate is given; the host name only in verify-full.
         let verify_chain = match settings.mode {
@@ -63,15 +54,16 @@ impl Connector {
                 settings.root_cert.is_some()
             }
         };
-        builder
-            .danger_accept_invalid_certs(!verify_chain)
-            .danger_accept_invalid_hostnames(settings.mode != SslMode::VerifyFull);
-        let connector = builder.build().map_err(|e| tls_error(e.to_string()))?;
         if let Some(warning) = &settings.warning {
             tracing::warn!("{warning}");
         }
         Ok(Self {
-            tls: MakeTlsConnector::new(connector),
+            tls: LazyTls(Arc::new(TlsPolicy {
+                extra_roots,
+                verify_chain,
+                verify_host: settings.mode == SslMode::VerifyFull,
+                own: OnceLock::new(),
+            })),
             mode: settings.mode,
         })
     }
@@ -145,6 +137,92 @@ impl Connector {
     }
 }
 
+/// What TLS a mode trusts and checks. The OpenSSL setup is made at the first handshake, so a
+/// process whose connections never negotiate TLS (sslmode=disable, a server without it) loads no
+/// roots, and verify-full without a root file shares the process's verifying setup.
+struct TlsPolicy {
+    /// From the root certificate file, trusted besides the system's and the RDS roots.
+    extra_roots: Vec<native_tls::Certificate>,
+    verify_chain: bool,
+    verify_host: bool,
+    /// The setup of a mode that cannot share the process's one, once made.
+    own: OnceLock<native_tls::TlsConnector>,
+}
+
+impl TlsPolicy {
+    /// Whether it checks exactly what the process's verifying setup checks, against its roots.
+    fn shares_the_process_setup(&self) -> bool {
+        self.verify_chain && self.verify_host && self.extra_roots.is_empty()
+    }
+
+    fn connector(
+        &self,
+    ) -> Result<native_tls::TlsConnector, Box<dyn std::error::Error + Send + Sync>> {
+        if self.shares_the_process_setup() {
+            return Ok(tls::verifying()?);
+        }
+        if let Some(connector) = self.own.get() {
+            return Ok(connector.clone());
+        }
+        let mut builder = native_tls::TlsConnector::builder();
+        // Roots matter only to a verified chain: the unverified modes skip parsing them.
+        if self.verify_chain {
+            for root in tls::rds_roots()?
+                .into_iter()
+                .chain(self.extra_roots.iter().cloned())
+            {
+                builder.add_root_certificate(root);
+            }
+        }
+        builder
+            .danger_accept_invalid_certs(!self.verify_chain)
+            .danger_accept_invalid_hostnames(!self.verify_host);
+        let connector = builder.build()?;
+        Ok(self.own.get_or_init(|| connector).clone())
+    }
+}
+
+/// tokio-postgres's hook for TLS, handing each connection a [`Handshake`] with the policy.
+#[derive(Clone)]
+pub(super) struct LazyTls(Arc<TlsPolicy>);
+
+impl MakeTlsConnect<Socket> for LazyTls {
+    type Stream = TlsStream<Socket>;
+    type TlsConnect = Handshake;
+    type Error = Infallible;
+
+    fn make_tls_connect(&mut self, domain: &str) -> Result<Handshake, Infallible> {
+        Ok(Handshake {
+            policy: self.0.clone(),
+            domain: domain.to_string(),
+        })
+    }
+}
+
+/// One connection's TLS handshake; tokio-postgres starts it only once the server agreed to TLS.
+pub(super) struct Handshake {
+    policy: Arc<TlsPolicy>,
+    domain: String,
+}
+
+impl TlsConnect<Socket> for Handshake {
+    type Stream = TlsStream<Socket>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<TlsStream<Socket>, Self::Error>> + Send>>;
+
+    fn connect(self, stream: Socket) -> Self::Future {
+        Box::pin(async move {
+            let connector = self.policy.connector()?;
+            // A handshake failure stays a native_tls::Error, which is_tls_failure looks for.
+            Ok(
+                postgres_native_tls::TlsConnector::new(connector, &self.domain)
+                    .connect(stream)
+                    .await?,
+            )
+        })
+    }
+}
+
 /// Where a connection goes, for its errors: hosts and ports, database and user, never the password.
 fn target(config: &tokio_postgres::Config) -> String {
     let ports = config.get_ports();
@@ -185,5 +263,52 @@ fn log_notice(notice: &DbError) {
             notice.severity(),
             notice.message()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RootCert;
+
+    #[test]
+    fn only_verify_full_without_a_root_file_shares_the_process_setup() {
+        let root_file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/store/rds-global-bundle.pem"
+        );
+        for mode in [
+            SslMode::Disable,
+            SslMode::Allow,
+            SslMode::Prefer,
+            SslMode::Require,
+            SslMode::VerifyCa,
+            SslMode::VerifyFull,
+        ] {
+            for root_cert in [
+                None,
+                Some(RootCert {
+                    path: root_file.into(),
+                    setting: "DB_SSL_ROOT_CERT",
+                }),
+            ] {
+                let with_root = root_cert.is_some();
+                let settings = DbTls {
+                    mode,
+                    root_cert,
+                    warning: None,
+                };
+                let connector = Connector::new(&settings).unwrap();
+                assert_eq!(
+                    connector.tls.0.shares_the_process_setup(),
+                    mode == SslMode::VerifyFull && !with_root,
+                    "{mode:?}, root file: {with_root}"
+                );
+                assert!(
+                    connector.tls.0.own.get().is_none(),
+                    "built before any handshake"
+                );
+            }
+        }
     }
 }

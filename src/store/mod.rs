@@ -15,25 +15,25 @@ mod runs;
 
 use std::time::Duration;
 
-use postgres_native_tls::MakeTlsConnector;
 use tokio_postgres::{CancelToken, Client};
 
 pub use apply::{Apply, HeldCoin, Written, RUN_LOCK};
 pub use backfill::{BackfillCoins, BackfillJob, Claim, NewBackfill, PendingChunk, SeriesBounds};
 pub use connector::Connector;
+use connector::LazyTls;
 pub use error::StoreError;
 pub use runs::{AbandonedRun, LEASE_MARGIN};
 
 pub struct Store {
     client: Client,
     /// The TLS of this connection, for the cancel request's own connection.
-    tls: MakeTlsConnector,
+    tls: LazyTls,
 }
 
 /// Cancels the statement running on a connection, from a connection of its own.
 pub(crate) struct Canceller {
     token: CancelToken,
-    tls: MakeTlsConnector,
+    tls: LazyTls,
 }
 
 impl Canceller {
