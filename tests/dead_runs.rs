@@ -152,18 +152,6 @@ async fn history_of_run(db: &Client, run_id: Uuid) -> i64 {
     .get(0)
 }
 
-/// Makes every apply take `seconds` longer, in the server: a slow disk, a big load.
-async fn slow_applies(db: &Client, seconds: u32) {
-    db.batch_execute(&format!(
-        "CREATE FUNCTION slow_apply() RETURNS trigger LANGUAGE plpgsql AS
-             $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$;
-         CREATE TRIGGER slow_apply AFTER INSERT ON quotes
-             FOR EACH STATEMENT EXECUTE FUNCTION slow_apply();"
-    ))
-    .await
-    .unwrap();
-}
-
 /// The sessions of the ingest other than this test's.
 async fn ingest_sessions(db: &Client) -> i64 {
     db.query_one(
@@ -237,7 +225,7 @@ async fn a_run_killed_during_its_apply_is_left_while_its_session_lives_then_aban
     app.serve(&[fixture("markets-2024-09-05.json")]).await;
     let stub = slow_coingecko(Duration::ZERO).await;
     // The apply outlasts the 8 s lease.
-    slow_applies(&app.db, 12).await;
+    common::slow_applies(&app.db, 12).await;
     let mut killed = start_run(&app, &stub, SHORT_LEASE);
     let run_id = running_run(&app.db).await;
     wait_until(
@@ -288,7 +276,7 @@ async fn a_run_killed_during_its_apply_is_left_while_its_session_lives_then_aban
 async fn a_run_slower_than_its_lease_in_its_apply_is_never_touched_and_finishes() {
     let app = spawn_app().await;
     let stub = slow_coingecko(Duration::ZERO).await;
-    slow_applies(&app.db, 12).await;
+    common::slow_applies(&app.db, 12).await;
     let slow = start_run(&app, &stub, SHORT_LEASE);
     let run_id = running_run(&app.db).await;
     outlive_lease(&app.db, run_id).await;

@@ -258,16 +258,24 @@ async fn session_tls(server: &SecurePostgres) -> Vec<bool> {
         .collect()
 }
 
+/// `USER`, whose password is the token `signing` gives now, and the connection path with
+/// `DB_AUTH=iam` to `server`.
+async fn iam_database<'a>(
+    server: &SecurePostgres,
+    signing: &'a TestSigning,
+) -> Database<SecretsManager, &'a TestSigning> {
+    server
+        .create_owner(USER, &signing.token_for(server, USER))
+        .await;
+    let config = config(&iam_env(server)).unwrap();
+    Database::with_signing(&config.database, SecretsManager::default(), signing).unwrap()
+}
+
 #[tokio::test]
 async fn the_token_is_the_password_over_verified_tls_and_is_signed_again_after_ten_minutes() {
     let server = SecurePostgres::start_with(ServerTls::Required);
     let signing = TestSigning::new();
-    server
-        .create_owner(USER, &signing.token_for(&server, USER))
-        .await;
-    let config = config(&iam_env(&server)).unwrap();
-    let database =
-        Database::with_signing(&config.database, SecretsManager::default(), &signing).unwrap();
+    let database = iam_database(&server, &signing).await;
 
     let mut first = database.connect().await.unwrap();
     assert_eq!(
@@ -297,12 +305,7 @@ async fn the_token_is_the_password_over_verified_tls_and_is_signed_again_after_t
 async fn a_refused_token_is_signed_again_and_retried_once() {
     let server = SecurePostgres::start_with(ServerTls::Required);
     let signing = TestSigning::new();
-    server
-        .create_owner(USER, &signing.token_for(&server, USER))
-        .await;
-    let config = config(&iam_env(&server)).unwrap();
-    let database =
-        Database::with_signing(&config.database, SecretsManager::default(), &signing).unwrap();
+    let database = iam_database(&server, &signing).await;
     database.connect().await.unwrap();
 
     // The cached token is refused: a new one, signed now, is let in.

@@ -784,15 +784,7 @@ async fn a_run_kept_waiting_by_an_overlapping_one_or_a_slow_statement_fails_clea
         .await
         .unwrap();
     // A statement the server takes 30 s over: a slow disk, a lock held outside the ingest.
-    app.db
-        .batch_execute(
-            "CREATE FUNCTION slow_apply() RETURNS trigger LANGUAGE plpgsql AS
-                 $$ BEGIN PERFORM pg_sleep(30); RETURN NULL; END $$;
-             CREATE TRIGGER slow_apply AFTER INSERT ON quotes
-                 FOR EACH STATEMENT EXECUTE FUNCTION slow_apply();",
-        )
-        .await
-        .unwrap();
+    common::slow_applies(&app.db, 30).await;
     app.set("DB_STATEMENT_TIMEOUT_SECS", "1");
     let statement_error = app.try_run(None).await.unwrap_err().to_string();
 

@@ -227,6 +227,19 @@ fn with_dbname(server: &str, name: &str) -> String {
     url.to_string()
 }
 
+/// Makes every apply take `seconds` longer in the server (a trigger on `quotes`): a slow disk, a
+/// big load, a lock held outside the ingest.
+pub async fn slow_applies(db: &Client, seconds: u32) {
+    db.batch_execute(&format!(
+        "CREATE FUNCTION slow_apply() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$;
+         CREATE TRIGGER slow_apply AFTER INSERT ON quotes
+             FOR EACH STATEMENT EXECUTE FUNCTION slow_apply();"
+    ))
+    .await
+    .unwrap();
+}
+
 /// Every node of an `EXPLAIN (FORMAT JSON)` plan, depth first: its type and the relation it reads.
 pub fn plan_nodes(plan: &serde_json::Value) -> Vec<(String, Option<String>)> {
     let mut nodes = vec![(
