@@ -5,7 +5,12 @@
 //! history row (not the last fetched price), so a slow drift of small steps is
 //! recorded once it adds up. The arithmetic is exact `Decimal`: a move of exactly
 //! the threshold is recorded.
+//!
+//! Only an observation at least as new as the one held is judged: the newest observation of a
+//! coin in a currency wins, whatever order runs apply in, so the last recorded row is also the
+//! newest in CoinGecko's time.
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 const HUNDRED: Decimal = Decimal::ONE_HUNDRED;
@@ -35,6 +40,15 @@ pub fn is_recordable(
         (None, Some(_)) => true,
         (_, None) => false,
     }
+}
+
+/// Whether an observation stamped `observed_at` is older than the latest one held of its coin in
+/// its currency (`held_at`; `None`: none held). Such an observation (an overlapping run that
+/// applies after a newer one, a stale cache) changes nothing and is not judged: applied, it would
+/// move the latest state back and record history against a newer reference. An equal time is no
+/// older: an identical re-run stays unchanged.
+pub fn is_out_of_order(observed_at: DateTime<Utc>, held_at: Option<DateTime<Utc>>) -> bool {
+    held_at.is_some_and(|held| observed_at < held)
 }
 
 /// Which prices of a series, in time order, the rule records: each against the price of the
@@ -85,6 +99,22 @@ mod tests {
             [false, false, true]
         );
         assert!(recordable_series([], None, d("1")).is_empty());
+    }
+
+    #[test]
+    fn only_an_observation_older_than_the_one_held_is_out_of_order() {
+        let at = |minute: u32| {
+            DateTime::parse_from_rfc3339(&format!("2026-12-04T15:{minute:02}:00Z"))
+                .unwrap()
+                .to_utc()
+        };
+        assert!(
+            is_out_of_order(at(3), Some(at(5))),
+            "a stale cache's answer"
+        );
+        assert!(!is_out_of_order(at(5), Some(at(5))), "an identical re-run");
+        assert!(!is_out_of_order(at(7), Some(at(5))));
+        assert!(!is_out_of_order(at(0), None), "nothing held yet");
     }
 
     #[test]

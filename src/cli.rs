@@ -182,19 +182,26 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             abandoned_in_a_row,
         } => {
             let store = app.connect().await?;
-            // A read-only role may look but not record: the runs show as they stand.
-            if let Err(e) = store.abandon_dead_runs().await {
-                tracing::warn!(error = %e, "dead runs could not be recorded as abandoned");
-            }
-            let runs = store.recent_runs(limit.into()).await?;
-            let facts = store.health_facts().await?;
+            let (runs, facts, backfill) = if store.has_ledger().await? {
+                // A read-only role may look but not record: the runs show as they stand.
+                if let Err(e) = store.abandon_dead_runs().await {
+                    tracing::warn!(error = %e, "dead runs could not be recorded as abandoned");
+                }
+                (
+                    store.recent_runs(limit.into()).await?,
+                    store.health_facts().await?,
+                    store.backfill_progress().await?,
+                )
+            } else {
+                tracing::warn!("no ingest_runs in this database: it was never migrated (`coingecko-cdc migrate`, or a run with AUTO_MIGRATE=true)");
+                (Vec::new(), status::HealthFacts::default(), None)
+            };
             let health = status::health(
                 &facts,
                 Utc::now(),
                 max_age.map(Into::into),
                 abandoned_in_a_row,
             );
-            let backfill = store.backfill_progress().await?;
             let calls_per_min = app.ingest_mut().coingecko().calls_per_min();
             let estimate = backfill
                 .as_ref()

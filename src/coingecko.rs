@@ -284,11 +284,10 @@ impl CoinGeckoClient {
             });
         }
         let mut fetch = self.paced(limit);
-        let limit = match &self.config.selection {
-            CoinSelection::Top(n) => Some(*n),
-            CoinSelection::Ids(_) => None,
+        let mut market = match &self.config.selection {
+            CoinSelection::Top(n) => Market::new(Some(*n)),
+            CoinSelection::Ids(ids) => Market::of_ids(ids),
         };
-        let mut market = Market::new(limit);
         let mut pages = Vec::new();
         for number in 1.. {
             let call = Call::Page(number);
@@ -296,13 +295,14 @@ impl CoinGeckoClient {
                 .fetch_call(&call, self.page_request(number), &parse_page, &mut fetch)
                 .await?;
             let short = parsed.entries.len() < PER_PAGE;
-            market.add_page(parsed);
+            market.add_page(parsed, Utc::now());
             pages.push(raw_answer("coins/markets", number, body));
             progress.page_fetched(number, market.len());
             if short || market.is_full() {
                 break;
             }
         }
+        market.complete();
         let further = &self.config.vs_currencies[1..];
         let mut markets = Vec::with_capacity(self.config.vs_currencies.len());
         if !further.is_empty() {
@@ -321,9 +321,10 @@ impl CoinGeckoClient {
                 prices.add(answer);
                 pages.push(raw_answer("simple/price", index as u32 + 1, body));
             }
+            let received_at = Utc::now();
             markets.extend(further.iter().map(|currency| CurrencyMarket {
                 vs_currency: currency.clone(),
-                market: prices.market_in(currency, &market),
+                market: prices.market_in(currency, &market, received_at),
             }));
         }
         markets.insert(

@@ -11,7 +11,7 @@ use crate::coingecko::{CoinGeckoClient, FetchError, FetchProgress, LogProgress};
 use crate::config::{CoinGeckoConfig, IngestConfig};
 use crate::market::{Market, Quote};
 use crate::replay::RecordedAnswer;
-use crate::store::{Apply, HeldCoin, Store, StoreError, Written, LEASE_MARGIN};
+use crate::store::{Apply, HeldCoin, Store, StoreError, LEASE_MARGIN};
 use crate::summary::{Counts, Requests, Summary, Timings};
 
 #[derive(Debug, thiserror::Error)]
@@ -217,16 +217,16 @@ impl Ingest {
                     }
                 }
             }
-            let written = self
-                .write_currency(&apply, run_id, vs_currency, market, recorded_at)
-                .await?;
-            counts.push(Counts {
-                vs_currency: vs_currency.to_string(),
-                fetched: market.len() as u64,
-                rejected: market.rejections().count() as u64,
-                upserted: written.upserted,
-                history_inserted: written.history_inserted,
-            });
+            counts.push(
+                self.write_currency(&apply, run_id, vs_currency, market, recorded_at)
+                    .await?,
+            );
+        }
+        // The further currencies price the first one's coins: its answer is the tracked set. An
+        // empty answer changes nothing, this either.
+        if let Some(&(_, primary)) = markets.first().filter(|(_, m)| !m.is_empty()) {
+            let coin_ids: Vec<&str> = primary.coin_ids().collect();
+            apply.track_coins(&coin_ids).await?;
         }
         let apply_before_raw = apply_started.elapsed();
         let raw_started = Instant::now();
@@ -265,7 +265,8 @@ impl Ingest {
         Ok(summary.timed(timings))
     }
 
-    /// One currency's CDC stream: the rule against each coin's reference in that currency.
+    /// One currency's CDC stream: the rule against each coin's reference in that currency, for
+    /// the coins at least as new as what is held of them.
     async fn write_currency(
         &self,
         apply: &Apply<'_>,
@@ -273,10 +274,23 @@ impl Ingest {
         vs_currency: &str,
         market: &Market,
         recorded_at: Option<DateTime<Utc>>,
-    ) -> Result<Written, RunError> {
-        let quotes: Vec<&Quote> = market.quotes().collect();
-        let coin_ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
+    ) -> Result<Counts, RunError> {
+        let coin_ids: Vec<&str> = market.quotes().map(|q| q.coin_id.as_str()).collect();
         let held = apply.held_coins(vs_currency, &coin_ids).await?;
+        let (quotes, older): (Vec<&Quote>, Vec<&Quote>) = market.quotes().partition(|q| {
+            let latest_at = held.get(&q.coin_id).and_then(|h| h.latest_at);
+            !q.source_updated_at
+                .is_some_and(|at| cdc::is_out_of_order(at, latest_at))
+        });
+        if !older.is_empty() {
+            let first: Vec<&str> = older.iter().take(5).map(|q| q.coin_id.as_str()).collect();
+            tracing::info!(
+                vs_currency,
+                out_of_order = older.len(),
+                first = ?first,
+                "coins older than the prices held of them: left as they are"
+            );
+        }
         let held: Vec<Option<&HeldCoin>> = quotes.iter().map(|q| held.get(&q.coin_id)).collect();
         let keys: Vec<Option<i32>> = held.iter().map(|h| h.map(|h| h.coin_key)).collect();
         let recordable: Vec<bool> = quotes
@@ -287,7 +301,7 @@ impl Ingest {
                 cdc::is_recordable(q.price, reference, self.settings.threshold_pct)
             })
             .collect();
-        Ok(apply
+        let written = apply
             .write_prices(
                 run_id,
                 vs_currency,
@@ -296,7 +310,16 @@ impl Ingest {
                 &recordable,
                 recorded_at,
             )
-            .await?)
+            .await?;
+        Ok(Counts {
+            vs_currency: vs_currency.to_string(),
+            fetched: market.len() as u64,
+            rejected: market.rejections().count() as u64,
+            upserted: written.upserted,
+            history_inserted: written.history_inserted,
+            out_of_order: older.len() as u64,
+            unrequested: market.unrequested() as u64,
+        })
     }
 }
 
@@ -322,7 +345,14 @@ fn log_problems(vs_currency: &str, market: &Market) {
     if market.repeated_ids() > 0 {
         tracing::info!(
             repeated = market.repeated_ids(),
-            "coins seen on more than one page kept once"
+            "coins seen more than once kept once, at their newest valid observation"
+        );
+    }
+    if market.unrequested() > 0 {
+        tracing::warn!(
+            vs_currency,
+            unrequested = market.unrequested(),
+            "coins the answer carried that COIN_IDS did not ask for: left out"
         );
     }
 }

@@ -40,7 +40,8 @@ pub fn recorded_answer(file: &str, body: &str) -> Result<RecordedAnswer, AnswerE
     };
     let page = parse_page(body).map_err(|e| error(format!("not a /coins/markets answer: {e}")))?;
     let mut market = Market::new(None);
-    market.add_page(page);
+    market.add_page(page, Utc::now());
+    market.complete();
     let recorded_at = market
         .quotes()
         .filter_map(|q| q.source_updated_at)
@@ -179,6 +180,8 @@ mod tests {
                 rejected: 1,
                 upserted: 60,
                 history_inserted,
+                out_of_order: 0,
+                unrequested: 0,
             }],
             Requests { pages: 1, calls: 1 },
             Timings {

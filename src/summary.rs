@@ -58,8 +58,8 @@ impl FromStr for RunState {
     }
 }
 
-/// What one run did. Always `fetched = rejected + history_inserted + unchanged`, in total and
-/// in each currency; the totals add up the currencies.
+/// What one run did. Always `fetched = rejected + history_inserted + unchanged + out_of_order`,
+/// in total and in each currency; the totals add up the currencies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub run_id: Uuid,
@@ -77,6 +77,14 @@ pub struct Summary {
     pub history_inserted: u64,
     /// Valid coins whose price did not move past the threshold.
     pub unchanged: u64,
+    /// Valid coins older than what the database holds of them (an overlapping run applied a newer
+    /// answer first, or a stale cache answered): they changed nothing and were not judged.
+    /// Summaries written before the guard lack it: it reads as 0.
+    #[serde(default)]
+    pub out_of_order: u64,
+    /// Coins the answer carried that `COIN_IDS` did not ask for: left out, not in `fetched`.
+    #[serde(default)]
+    pub unrequested: u64,
     /// Pages of `/coins/markets`.
     pub pages: u64,
     /// Dead runs this run found and recorded `abandoned` before it started.
@@ -113,6 +121,10 @@ pub struct CurrencySummary {
     pub upserted: u64,
     pub history_inserted: u64,
     pub unchanged: u64,
+    #[serde(default)]
+    pub out_of_order: u64,
+    #[serde(default)]
+    pub unrequested: u64,
 }
 
 /// How a backfill invocation ended.
@@ -203,6 +215,8 @@ pub struct Counts {
     pub rejected: u64,
     pub upserted: u64,
     pub history_inserted: u64,
+    pub out_of_order: u64,
+    pub unrequested: u64,
 }
 
 /// The requests a run made to CoinGecko.
@@ -223,12 +237,14 @@ impl Summary {
         let currencies: Vec<CurrencySummary> = counts
             .into_iter()
             .map(|c| CurrencySummary {
-                unchanged: c.fetched - c.rejected - c.history_inserted,
+                unchanged: c.fetched - c.rejected - c.history_inserted - c.out_of_order,
                 vs_currency: c.vs_currency,
                 fetched: c.fetched,
                 rejected: c.rejected,
                 upserted: c.upserted,
                 history_inserted: c.history_inserted,
+                out_of_order: c.out_of_order,
+                unrequested: c.unrequested,
             })
             .collect();
         let total = |count: fn(&CurrencySummary) -> u64| currencies.iter().map(count).sum();
@@ -246,6 +262,8 @@ impl Summary {
             upserted: total(|c| c.upserted),
             history_inserted: total(|c| c.history_inserted),
             unchanged: total(|c| c.unchanged),
+            out_of_order: total(|c| c.out_of_order),
+            unrequested: total(|c| c.unrequested),
             pages: requests.pages,
             abandoned_runs: 0,
             calls: requests.calls,
@@ -291,6 +309,8 @@ mod tests {
             rejected,
             upserted: 40,
             history_inserted,
+            out_of_order: 0,
+            unrequested: 0,
         }
     }
 
@@ -321,7 +341,11 @@ mod tests {
             None,
             vec![
                 counts("usd", 100, 3, 12),
-                counts("eur", 100, 7, 1),
+                Counts {
+                    out_of_order: 4,
+                    unrequested: 2,
+                    ..counts("eur", 100, 7, 1)
+                },
                 counts("btc", 100, 100, 0),
             ],
             Requests { pages: 1, calls: 2 },
@@ -332,13 +356,17 @@ mod tests {
             (s.fetched, s.rejected, s.history_inserted, s.upserted),
             (300, 110, 13, 120)
         );
-        assert_eq!(s.fetched, s.rejected + s.history_inserted + s.unchanged);
+        assert_eq!((s.out_of_order, s.unrequested), (4, 2));
+        assert_eq!(
+            s.fetched,
+            s.rejected + s.history_inserted + s.unchanged + s.out_of_order
+        );
         let unchanged: Vec<u64> = s.currencies.iter().map(|c| c.unchanged).collect();
-        assert_eq!(unchanged, [85, 92, 0]);
+        assert_eq!(unchanged, [85, 88, 0]);
         for c in &s.currencies {
             assert_eq!(
                 c.fetched,
-                c.rejected + c.history_inserted + c.unchanged,
+                c.rejected + c.history_inserted + c.unchanged + c.out_of_order,
                 "{c:?}"
             );
         }
@@ -357,6 +385,8 @@ mod tests {
             "upserted",
             "history_inserted",
             "unchanged",
+            "out_of_order",
+            "unrequested",
             "pages",
             "calls",
             "currencies",

@@ -327,6 +327,8 @@ fn a_run() -> Summary {
             rejected: 1,
             upserted: 4,
             history_inserted: 3,
+            out_of_order: 2,
+            unrequested: 0,
         }],
         Requests { pages: 1, calls: 1 },
         Timings {
@@ -339,10 +341,11 @@ fn a_run() -> Summary {
 }
 
 /// The figures a run's EMF record carries, besides `Duplicate`.
-const FIGURES: [&str; 9] = [
+const FIGURES: [&str; 10] = [
     "Fetched",
     "Rejected",
     "HistoryInserted",
+    "OutOfOrder",
     "Duration",
     "FetchDuration",
     "ApplyDuration",
@@ -373,6 +376,7 @@ fn metrics_are_an_embedded_metric_format_record() {
         [FIGURES.as_slice(), &["Duplicate"]].concat()
     );
     assert_eq!(record["HistoryInserted"], 3);
+    assert_eq!(record["OutOfOrder"], 2);
     assert_eq!(record["Duration"], 1234);
     assert_eq!(
         (

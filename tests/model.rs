@@ -3,6 +3,11 @@
 //! `price_history` and the summary must equal what a small reference model of the documented
 //! rule says, digit for digit. proptest shrinks a failure to a minimal sequence of runs.
 //!
+//! The model is what a user expects: the newest observation of a coin wins. Coins come randomly
+//! older or newer than what is held (a stale cache); an older one changes nothing and is counted
+//! out of order. Overlapping runs with answers of different ages must end at the newest
+//! observation of every coin, whatever order they applied in.
+//!
 //! With several quote currencies, each currency's stream must equal the same model fed that
 //! currency's prices.
 //!
@@ -12,7 +17,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use coingecko_cdc::summary::{CurrencySummary, Summary};
@@ -58,13 +63,14 @@ fn entry(run: u32) -> impl Strategy<Value = Entry> {
     (
         0..COINS.len(),
         prop::option::weighted(0.9, prop::sample::select(PRICES.to_vec())),
-        // The same last_updated as the previous run now and then: a timestamp that did not move.
-        prop::bool::weighted(0.2),
+        // Now and then a minute or two old: a timestamp that did not move, or a stale cache's
+        // answer older than what an earlier run brought.
+        prop::sample::select(vec![0, 0, 0, 1, 2]),
     )
-        .prop_map(move |(coin, price, stale)| Entry {
+        .prop_map(move |(coin, price, age)| Entry {
             coin,
             price,
-            minute: if stale && run > 0 { run - 1 } else { run },
+            minute: run.saturating_sub(age),
         })
 }
 
@@ -111,10 +117,40 @@ fn timestamp(minute: u32) -> String {
     )
 }
 
-/// The documented rule, written again from the README rather than from the code.
+/// Of a coin seen more than once in an answer, the newest valid observation: a price beats none,
+/// a later minute an earlier one, and of two equal ones the first stays. In order of first sight.
+fn newest_of_each_coin(answer: &[Entry]) -> Vec<Entry> {
+    let mut kept: Vec<Entry> = Vec::new();
+    for entry in answer {
+        match kept.iter_mut().find(|k| k.coin == entry.coin) {
+            None => kept.push(entry.clone()),
+            Some(held) => {
+                let newer = match (entry.price, held.price) {
+                    (Some(_), None) => true,
+                    (Some(_), Some(_)) => entry.minute > held.minute,
+                    (None, _) => false,
+                };
+                if newer {
+                    *held = entry.clone();
+                }
+            }
+        }
+    }
+    kept
+}
+
+fn is_recordable(price: Decimal, reference: Option<Decimal>, threshold: Decimal) -> bool {
+    reference.is_none_or(|reference| {
+        price != reference
+            && (price - reference).abs() * Decimal::ONE_HUNDRED >= threshold * reference.abs()
+    })
+}
+
+/// The documented rule, written again from the README rather than from the code: the newest
+/// observation of each coin wins.
 #[derive(Default)]
 struct Model {
-    /// coin → (price, minute) of the latest fetch.
+    /// coin → (price, minute) of the newest observation.
     current: BTreeMap<&'static str, (Decimal, u32)>,
     /// coin → prices recorded, oldest first, with their minutes.
     history: BTreeMap<&'static str, Vec<(Decimal, u32)>>,
@@ -124,38 +160,41 @@ struct Expected {
     fetched: u64,
     rejected: u64,
     history_inserted: u64,
+    out_of_order: u64,
 }
 
 impl Model {
     fn apply(&mut self, answer: &[Entry], threshold: Decimal) -> Expected {
-        let mut seen = HashSet::new();
         let mut expected = Expected {
             fetched: 0,
             rejected: 0,
             history_inserted: 0,
+            out_of_order: 0,
         };
-        for entry in answer {
+        for entry in newest_of_each_coin(answer) {
             let coin = COINS[entry.coin];
-            if !seen.insert(coin) {
-                continue; // the first appearance wins
-            }
             expected.fetched += 1;
             let Some(text) = entry.price else {
                 expected.rejected += 1;
                 continue;
             };
+            if self
+                .current
+                .get(coin)
+                .is_some_and(|&(_, held)| held > entry.minute)
+            {
+                expected.out_of_order += 1; // older than what is held: changes nothing
+                continue;
+            }
             let price = parse(text);
             let history = self.history.entry(coin).or_default();
-            let recordable = match history.last() {
-                None => true,
-                Some(&(reference, _)) => {
-                    price != reference
-                        && (price - reference).abs() * Decimal::ONE_HUNDRED
-                            >= threshold * reference.abs()
-                }
-            };
+            let reference = history.last().map(|&(price, _)| price);
             // price_history is unique on last_updated: a second price for the same minute waits.
-            if recordable && history.iter().all(|&(_, minute)| minute != entry.minute) {
+            if is_recordable(price, reference, threshold)
+                && history
+                    .last()
+                    .is_none_or(|&(_, minute)| minute != entry.minute)
+            {
                 history.push((price, entry.minute));
                 expected.history_inserted += 1;
             }
@@ -221,6 +260,18 @@ fn assert_summary(summary: &Summary, expected: &Expected, run: &str) -> Result<(
         "{}: history_inserted",
         run
     );
+    prop_assert_eq!(
+        summary.out_of_order,
+        expected.out_of_order,
+        "{}: out_of_order",
+        run
+    );
+    prop_assert_eq!(
+        summary.fetched,
+        summary.rejected + summary.history_inserted + summary.unchanged + summary.out_of_order,
+        "{}: the counts add up",
+        run
+    );
     Ok(())
 }
 
@@ -248,6 +299,20 @@ fn assert_counts(
         counts.history_inserted,
         expected.history_inserted,
         "{} {}: history_inserted",
+        run,
+        currency
+    );
+    prop_assert_eq!(
+        counts.out_of_order,
+        expected.out_of_order,
+        "{} {}: out_of_order",
+        run,
+        currency
+    );
+    prop_assert_eq!(
+        counts.fetched,
+        counts.rejected + counts.history_inserted + counts.unchanged + counts.out_of_order,
+        "{} {}: the counts add up",
         run,
         currency
     );
@@ -279,13 +344,11 @@ async fn assert_tables_in(
         run,
         currency
     );
-    // Stored rows come in time order; overlapping runs may have applied an older answer last.
+    // The model only ever appends newer rows, so its history is already in time order.
     let want_history: BTreeMap<String, Vec<(String, String)>> = model
         .history
         .iter()
         .map(|(coin, rows)| {
-            let mut rows = rows.clone();
-            rows.sort_by_key(|&(_, minute)| minute);
             let rows = rows
                 .iter()
                 .map(|(p, m)| (p.to_string(), clock(*m)))
@@ -346,11 +409,10 @@ async fn check_currencies(
     for (number, (answer, further)) in runs.iter().enumerate() {
         app.serve(&[answer_page(answer)]).await;
         book.clear();
-        let mut seen = HashSet::new();
-        let firsts: Vec<&Entry> = answer.iter().filter(|e| seen.insert(e.coin)).collect();
+        let coins = newest_of_each_coin(answer);
         let mut streams = vec![answer.clone()];
         for (currency, prices) in FURTHER.iter().zip(further) {
-            let stream = firsts
+            let stream = coins
                 .iter()
                 .map(|e| {
                     let price = prices[e.coin];
@@ -390,7 +452,7 @@ async fn check_currencies(
         }
         prop_assert_eq!(
             summary.fetched,
-            summary.rejected + summary.history_inserted + summary.unchanged
+            summary.rejected + summary.history_inserted + summary.unchanged + summary.out_of_order
         );
     }
     Ok(())
@@ -402,8 +464,10 @@ fn unix(minute: u32) -> i64 {
         .timestamp()
 }
 
-/// All runs start at once, each fetching its own answer from its own stub. They apply one at
-/// a time, so the tables must equal the model fed the same answers in the order they applied.
+/// All runs start at once, each fetching its own answer from its own stub: answers of different
+/// ages, applied in whatever order the run lock gives. Whatever that order, every coin ends at
+/// its newest observation, and no history row lies before one committed earlier; the summaries
+/// and the tables equal the model fed the answers in the order they applied.
 async fn check_overlapping(
     threshold: &'static str,
     answers: Vec<Vec<Entry>>,
@@ -424,6 +488,58 @@ async fn check_overlapping(
         .into_iter()
         .map(|s| s.expect("an overlapping run failed"))
         .collect();
+
+    // Whatever the order: each coin at its newest valid observation (of two as new, either).
+    let mut newest: BTreeMap<String, (u32, Vec<Decimal>)> = BTreeMap::new();
+    for entry in answers.iter().flat_map(|a| newest_of_each_coin(a)) {
+        let Some(price) = entry.price.map(parse) else {
+            continue;
+        };
+        let held = newest
+            .entry(COINS[entry.coin].to_string())
+            .or_insert((entry.minute, Vec::new()));
+        if entry.minute > held.0 {
+            *held = (entry.minute, Vec::new());
+        }
+        if entry.minute == held.0 {
+            held.1.push(price);
+        }
+    }
+    let current = stored_current(&app, "usd").await;
+    prop_assert_eq!(
+        current.keys().collect::<Vec<_>>(),
+        newest.keys().collect::<Vec<_>>()
+    );
+    for (coin, (minute, prices)) in &newest {
+        let (price, at) = &current[coin];
+        prop_assert_eq!(at, &clock(*minute), "{}: not its newest observation", coin);
+        prop_assert!(
+            prices.contains(price),
+            "{}: {} of {:?}",
+            coin,
+            price,
+            prices
+        );
+    }
+    let judged_against_newer: i64 = app
+        .db
+        .query_one(
+            "SELECT count(*) FROM (
+                 SELECT h.source_updated_at,
+                        lag(h.source_updated_at) OVER (PARTITION BY h.coin_id ORDER BY r.finished_at) AS before
+                 FROM price_history h JOIN ingest_runs r USING (run_id)) rows
+             WHERE before >= source_updated_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    prop_assert_eq!(
+        judged_against_newer,
+        0,
+        "history rows committed after newer ones"
+    );
+
     let applied_in_order: Vec<Uuid> = common::column(
         &app.db,
         "SELECT run_id FROM ingest_runs ORDER BY finished_at",
@@ -482,7 +598,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases("CDC_OVERLAP_CASES", 24), ..ProptestConfig::default() })]
 
     #[test]
-    fn overlapping_runs_equal_the_model_in_the_order_they_applied(
+    fn overlapping_runs_end_at_the_newest_observation_whatever_order_they_applied_in(
         threshold in prop::sample::select(THRESHOLDS.to_vec()),
         answers in runs_of(4..9),
     ) {

@@ -192,6 +192,13 @@ fn parse_coin(raw: RawCoin, position: usize, warnings: &mut Vec<FieldWarning>) -
         Some(Ok(p)) => p,
     };
 
+    // The time orders the coin's observations, so a time that cannot be read rejects the coin
+    // rather than leaving it to be stamped with some other time.
+    let source_updated_at = match raw.last_updated.map(rfc3339) {
+        None => None,
+        Some(Ok(at)) => Some(at),
+        Some(Err(problem)) => return reject(Some(coin_id), format!("last_updated {problem}")),
+    };
     let mut fields = FieldReader {
         coin_id: &coin_id,
         warnings,
@@ -214,7 +221,7 @@ fn parse_coin(raw: RawCoin, position: usize, warnings: &mut Vec<FieldWarning>) -
         circulating_supply: fields.decimal("circulating_supply", raw.circulating_supply),
         total_supply: fields.decimal("total_supply", raw.total_supply),
         max_supply: fields.decimal("max_supply", raw.max_supply),
-        source_updated_at: fields.timestamp(raw.last_updated),
+        source_updated_at,
         coin_id,
     };
     Entry::Quote(quote)
@@ -261,16 +268,19 @@ impl FieldReader<'_> {
         });
         self.keep("market_cap_rank", rank)
     }
+}
 
-    fn timestamp(&mut self, raw: Option<&RawValue>) -> Option<DateTime<Utc>> {
-        let value = raw?;
-        let parsed = json_string(value).and_then(|text| {
-            DateTime::parse_from_rfc3339(&text)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| format!("{text:?} is not an RFC 3339 time ({e})"))
-        });
-        self.keep("last_updated", parsed)
-    }
+/// `last_updated`: an RFC 3339 time.
+fn rfc3339(raw: &RawValue) -> Result<DateTime<Utc>, String> {
+    let text = json_string(raw)?;
+    DateTime::parse_from_rfc3339(&text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            format!(
+                "{} is not an RFC 3339 time ({e})",
+                preview(&format!("{text:?}"))
+            )
+        })
 }
 
 #[cfg(test)]
@@ -376,22 +386,42 @@ mod tests {
     #[test]
     fn an_unholdable_field_becomes_null_with_a_warning_and_the_coin_is_kept() {
         let q = only_quote(
-            r#"[{"id":"x","current_price":1,"total_supply":1e40,"market_cap_rank":2.5,"last_updated":"yesterday","symbol":7,"future_field":{"a":[1]}}]"#,
+            r#"[{"id":"x","current_price":1,"total_supply":1e40,"market_cap_rank":2.5,"symbol":7,"future_field":{"a":[1]}}]"#,
         );
         assert_eq!(q.total_supply, None);
         assert_eq!(q.market_cap_rank, None);
-        assert_eq!(q.source_updated_at, None);
         assert_eq!(q.symbol, None);
         let page = parse_page(
-            r#"[{"id":"x","current_price":1,"total_supply":1e40,"market_cap_rank":2.5,"last_updated":"yesterday","symbol":7}]"#,
+            r#"[{"id":"x","current_price":1,"total_supply":1e40,"market_cap_rank":2.5,"symbol":7}]"#,
         )
         .unwrap();
         let fields: Vec<&str> = page.warnings.iter().map(|w| w.field).collect();
-        assert_eq!(
-            fields,
-            ["symbol", "market_cap_rank", "total_supply", "last_updated"]
-        );
+        assert_eq!(fields, ["symbol", "market_cap_rank", "total_supply"]);
         assert!(page.warnings.iter().all(|w| w.coin_id == "x"));
+    }
+
+    #[test]
+    fn an_unreadable_last_updated_rejects_the_coin_naming_the_field_and_value() {
+        for (time, named) in [
+            (r#""2026-13-45T99:00:00Z""#, "2026-13-45T99:00:00Z"),
+            (r#""yesterday""#, "yesterday"),
+            ("1779092258", "1779092258"),
+        ] {
+            let body = format!(r#"[{{"id":"x","current_price":1,"last_updated":{time}}}]"#);
+            match &parse_page(&body).unwrap().entries[0] {
+                Entry::Rejected(r) => {
+                    assert_eq!(r.coin_id.as_deref(), Some("x"));
+                    assert!(r.reason.starts_with("last_updated "), "{}", r.reason);
+                    assert!(r.reason.contains(named), "{}", r.reason);
+                }
+                Entry::Quote(q) => panic!("{time} was taken as {:?}", q.source_updated_at),
+            }
+        }
+        let q = only_quote(r#"[{"id":"x","current_price":1,"last_updated":null}]"#);
+        assert_eq!(
+            q.source_updated_at, None,
+            "a null time is left to the answer"
+        );
     }
 
     #[test]

@@ -114,8 +114,14 @@ impl SimplePrices {
     /// answer in the first currency), in its order, each priced from these answers or rejected
     /// when they hold no usable price for it. What does not depend on the currency (the rank,
     /// the supplies, the description) comes from `primary`; the 24-hour high, low and change
-    /// in money are not in `/simple/price` and stay empty.
-    pub fn market_in(&self, currency: &str, primary: &Market) -> Market {
+    /// in money are not in `/simple/price` and stay empty. `received_at`: when the answers were
+    /// in, which no time in them may be far ahead of.
+    pub fn market_in(
+        &self,
+        currency: &str,
+        primary: &Market,
+        received_at: DateTime<Utc>,
+    ) -> Market {
         let index = self.currencies.iter().position(|c| c == currency);
         let mut entries = Vec::with_capacity(primary.len());
         let mut warnings = Vec::new();
@@ -176,12 +182,8 @@ impl SimplePrices {
             let source_updated_at = match &coin.updated_at {
                 Some(Ok(at)) => Some(*at),
                 Some(Err(problem)) => {
-                    warnings.push(FieldWarning {
-                        coin_id: coin_id.to_string(),
-                        field: "last_updated_at",
-                        problem: problem.clone(),
-                    });
-                    None
+                    entries.push(reject(format!("last_updated_at {problem}")));
+                    continue;
                 }
                 None => None,
             };
@@ -204,7 +206,7 @@ impl SimplePrices {
                 source_updated_at,
             }));
         }
-        Market::from_entries(entries, warnings)
+        Market::from_prices(entries, warnings, received_at)
     }
 }
 
@@ -242,6 +244,7 @@ mod tests {
             ]"#,
             )
             .unwrap(),
+            Utc::now(),
         );
         market
     }
@@ -256,12 +259,12 @@ mod tests {
     const ANSWER: &str = r#"{
         "bitcoin": {"eur": 53456.123456789012345, "eur_market_cap": 1.05e12, "eur_24h_vol": null,
                     "eur_24h_change": -1.4093297098441402, "btc": 1.0, "last_updated_at": 1779092258},
-        "no-usd": {"eur": 3.15e-06, "btc": null, "last_updated_at": 1779092258.5}
+        "no-usd": {"eur": 3.15e-06, "btc": null}
     }"#;
 
     #[test]
     fn each_further_currency_gets_the_coins_of_the_first_in_their_order_digit_for_digit() {
-        let eur = prices(ANSWER).market_in("eur", &primary());
+        let eur = prices(ANSWER).market_in("eur", &primary(), Utc::now());
         assert_eq!(eur.len(), 4, "every coin of the first currency is counted");
         let quotes: Vec<&Quote> = eur.quotes().collect();
         let ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
@@ -296,9 +299,11 @@ mod tests {
         let no_usd = quotes[1];
         assert_eq!(no_usd.price, dec("0.00000315"));
         assert_eq!(no_usd.name.as_deref(), Some("No Usd"));
-        assert_eq!(no_usd.source_updated_at, None);
-        assert_eq!(eur.warnings().len(), 1, "{:?}", eur.warnings());
-        assert_eq!(eur.warnings()[0].field, "last_updated_at");
+        assert_eq!(
+            no_usd.source_updated_at, btc.source_updated_at,
+            "without a time of its own, the answer's newest"
+        );
+        assert!(eur.warnings().is_empty(), "{:?}", eur.warnings());
 
         let reasons: Vec<(Option<&str>, &str)> = eur
             .rejections()
@@ -312,7 +317,7 @@ mod tests {
 
     #[test]
     fn a_null_or_missing_currency_rejects_the_coin_in_that_currency_only() {
-        let btc = prices(ANSWER).market_in("btc", &primary());
+        let btc = prices(ANSWER).market_in("btc", &primary(), Utc::now());
         let ids: Vec<&str> = btc.quotes().map(|q| q.coin_id.as_str()).collect();
         assert_eq!(ids, ["bitcoin"]);
         let no_usd = btc
@@ -323,7 +328,7 @@ mod tests {
         assert_eq!(no_usd.description.name.as_deref(), Some("No Usd"));
 
         let answer = r#"{"bitcoin": {"eur": 1, "last_updated_at": 1779092258}}"#;
-        let btc = prices(answer).market_in("btc", &primary());
+        let btc = prices(answer).market_in("btc", &primary(), Utc::now());
         assert_eq!(btc.quotes().count(), 0);
         assert!(btc.rejections().any(|r| r.reason == "btc price is missing"));
     }
@@ -332,15 +337,15 @@ mod tests {
     fn bad_prices_are_rejections_and_bad_fields_are_warnings() {
         let answer = r#"{
             "bitcoin": {"eur": -1, "btc": 1e400, "last_updated_at": 1},
-            "no-usd": {"eur": 2, "eur_market_cap": "big", "btc": "3"}
+            "no-usd": {"eur": 2, "eur_market_cap": "big", "btc": "3", "last_updated_at": 1779092258}
         }"#;
         let prices = prices(answer);
-        let eur = prices.market_in("eur", &primary());
+        let eur = prices.market_in("eur", &primary(), Utc::now());
         let bitcoin = eur.rejections().next().unwrap();
         assert!(bitcoin.reason.contains("negative"), "{bitcoin:?}");
         assert_eq!(eur.quotes().next().unwrap().market_cap, None);
         assert_eq!(eur.warnings()[0].field, "market_cap");
-        let btc = prices.market_in("btc", &primary());
+        let btc = prices.market_in("btc", &primary(), Utc::now());
         assert_eq!(btc.quotes().count(), 0);
         assert!(btc
             .rejections()
@@ -351,13 +356,42 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_time_rejects_the_coin_in_that_currency() {
+        let answer = r#"{
+            "bitcoin": {"eur": 1, "last_updated_at": 1779092258.5},
+            "no-usd": {"eur": 2, "last_updated_at": 4102444800}
+        }"#;
+        let eur = prices(answer).market_in("eur", &primary(), Utc::now());
+        assert_eq!(eur.quotes().count(), 0);
+        let reasons: Vec<&str> = eur.rejections().map(|r| r.reason.as_str()).collect();
+        assert!(
+            reasons[0].starts_with("last_updated_at 1779092258.5 is not a whole number"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1]
+                .starts_with("last_updated_at 2100-01-01T00:00:00Z is more than 5 minutes ahead"),
+            "{reasons:?}"
+        );
+    }
+
+    #[test]
     fn answers_add_up_and_error_objects_are_recognised() {
         let eur = ["eur".to_string()];
         let mut prices = SimplePrices::new(&eur);
-        for body in [r#"{"bitcoin": {"eur": 1}}"#, r#"{"gone": {"eur": 2}}"#] {
+        for body in [
+            r#"{"bitcoin": {"eur": 1, "last_updated_at": 1779092258}}"#,
+            r#"{"gone": {"eur": 2}}"#,
+        ] {
             prices.add(SimplePrices::parse_answer(body, &eur).unwrap());
         }
-        assert_eq!(prices.market_in("eur", &primary()).quotes().count(), 2);
+        assert_eq!(
+            prices
+                .market_in("eur", &primary(), Utc::now())
+                .quotes()
+                .count(),
+            2
+        );
 
         let limited = SimplePrices::parse_answer(
             r#"{"status":{"error_code":429,"error_message":"You've exceeded the Rate Limit."}}"#,

@@ -66,6 +66,9 @@ pub struct HeldCoin {
     pub coin_key: i32,
     /// The CDC reference in the run's currency: the price of the coin's last history row.
     pub recorded_price: Option<Decimal>,
+    /// The `last_updated` of the latest price held in the run's currency: an observation older
+    /// than it is out of order.
+    pub latest_at: Option<DateTime<Utc>>,
 }
 
 /// The transaction of one run's apply: everything in it lands together or not at all.
@@ -186,7 +189,8 @@ impl Apply<'_> {
     }
 
     /// The coins of `coin_ids` already keyed, with the price of their last history row in
-    /// `vs_currency` (none when never recorded in it); coins never seen are absent.
+    /// `vs_currency` (none when never recorded in it) and the time of their latest price there;
+    /// coins never seen are absent.
     pub async fn held_coins(
         &self,
         vs_currency: &str,
@@ -196,7 +200,7 @@ impl Apply<'_> {
             .bounded(
                 "reading the coins' keys and last recorded prices",
                 self.tx.query_typed(
-                    "SELECT c.coin_id, c.coin_key, q.recorded_price
+                    "SELECT c.coin_id, c.coin_key, q.recorded_price, q.source_updated_at
                  FROM coins c LEFT JOIN quotes q ON q.coin_key = c.coin_key AND q.vs_currency = $1
                  WHERE c.coin_id = ANY($2)",
                     &[typed(&vs_currency), typed(&coin_ids)],
@@ -209,6 +213,7 @@ impl Apply<'_> {
                 let held = HeldCoin {
                     coin_key: r.get(1),
                     recorded_price: r.get(2),
+                    latest_at: r.get(3),
                 };
                 (r.get(0), held)
             })
@@ -304,6 +309,23 @@ impl Apply<'_> {
             history_inserted: row.get::<_, i64>(0) as u64,
             upserted: row.get::<_, i64>(1) as u64,
         })
+    }
+
+    /// Marks the coins of `coin_ids` tracked and every other coin not, rewriting only the coins
+    /// whose mark changes: the set the runs track is the last run's.
+    pub async fn track_coins(&self, coin_ids: &[&str]) -> Result<u64, StoreError> {
+        self.bounded(
+            "marking the tracked coins",
+            self.tx.execute_typed(
+                "UPDATE coins c SET tracked = s.tracked
+                 FROM (SELECT c2.coin_key, i.id IS NOT NULL AS tracked
+                       FROM coins c2 LEFT JOIN (SELECT DISTINCT id FROM unnest($1::text[]) AS id) i
+                           ON i.id = c2.coin_id) s
+                 WHERE c.coin_key = s.coin_key AND c.tracked <> s.tracked",
+                &[typed(&coin_ids)],
+            ),
+        )
+        .await
     }
 
     /// Stores the pages a batch at a time: one statement per batch keeps the statement count

@@ -151,8 +151,9 @@ impl Apply<'_> {
                 self.bounded(
                     READING_COINS,
                     self.tx.query_typed(
-                        "SELECT coin_key FROM quotes WHERE vs_currency = $1
-                         ORDER BY market_cap_rank NULLS LAST, coin_key LIMIT $2",
+                        "SELECT q.coin_key FROM quotes q JOIN coins c USING (coin_key)
+                         WHERE q.vs_currency = $1 AND c.tracked
+                         ORDER BY q.market_cap_rank NULLS LAST, q.coin_key LIMIT $2",
                         &[typed(vs_currency), typed(limit)],
                     ),
                 )

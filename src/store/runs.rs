@@ -158,6 +158,16 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the run ledger exists: a database never migrated has no runs to judge.
+    pub async fn has_ledger(&self) -> Result<bool, StoreError> {
+        let row = self
+            .client
+            .query_typed_one("SELECT to_regclass('ingest_runs') IS NOT NULL", &[])
+            .await
+            .during("looking for ingest_runs")?;
+        Ok(row.get(0))
+    }
+
     /// The most recent live runs, newest first (backfills show their progress apart).
     pub async fn recent_runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
         const READING: &str = "reading ingest_runs";
@@ -185,8 +195,9 @@ impl Store {
             .collect()
     }
 
-    /// What health is judged from, whatever runs are shown: the most recent finished run (in the
-    /// order the runs are shown, newest start first) and the last success.
+    /// What health is judged from, whatever runs are shown: the run that finished last (not the
+    /// one that started last: a later run can fail early while an earlier one goes on to
+    /// succeed) and the last success.
     pub async fn health_facts(&self) -> Result<HealthFacts, StoreError> {
         const READING: &str = "reading ingest_runs";
         let row = self
@@ -195,7 +206,7 @@ impl Store {
                 "WITH ended AS (
                      SELECT status, started_at FROM ingest_runs
                      WHERE status NOT IN ('running', 'abandoned') AND kind = 'live'
-                     ORDER BY started_at DESC LIMIT 1)
+                     ORDER BY finished_at DESC LIMIT 1)
                  SELECT (SELECT status FROM ended),
                         (SELECT max(finished_at) FROM ingest_runs WHERE status = 'succeeded' AND kind = 'live'),
                         (SELECT count(*) FROM ingest_runs

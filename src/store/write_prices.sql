@@ -38,7 +38,7 @@ keyed AS (
 history AS (
     INSERT INTO price_points
         (source_updated_at, recorded_at, run_id, coin_key, vs_currency, price, market_cap, total_volume)
-    SELECT coalesce(k.source_updated_at, clock.as_of), clock.as_of, $1, k.coin_key, $2, k.price,
+    SELECT k.source_updated_at, clock.as_of, $1, k.coin_key, $2, k.price,
            k.market_cap, k.total_volume
     FROM keyed k, clock
     WHERE k.recordable
