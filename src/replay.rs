@@ -83,6 +83,7 @@ pub struct ReplaySummary {
     pub upserted: u64,
     pub history_inserted: u64,
     pub unchanged: u64,
+    pub out_of_order: u64,
     pub duration_ms: u64,
 }
 
@@ -108,6 +109,7 @@ impl ReplaySummary {
         self.upserted += run.upserted;
         self.history_inserted += run.history_inserted;
         self.unchanged += run.unchanged;
+        self.out_of_order += run.out_of_order;
         self.duration_ms += run.duration_ms;
     }
 }

@@ -66,6 +66,23 @@ async fn fill_v5(app: &TestApp, long_id: &str) {
 }
 
 /// Every row of what analysts read, as text, in a fixed order.
+/// The names of the shipped migrations from `version` on, in order (`V6__coin_dimension`, …).
+fn migrations_from(version: u32) -> Vec<String> {
+    let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+    let mut found: Vec<(u32, String)> = std::fs::read_dir(folder)
+        .unwrap()
+        .map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let name = name.trim_end_matches(".sql").to_string();
+            let number = name[1..name.find("__").unwrap()].parse().unwrap();
+            (number, name)
+        })
+        .filter(|(number, _)| *number >= version)
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, name)| name).collect()
+}
+
 async fn everything(app: &TestApp) -> Vec<Vec<String>> {
     let mut all = Vec::new();
     for (relation, order) in [
@@ -90,6 +107,11 @@ async fn everything(app: &TestApp) -> Vec<Vec<String>> {
             // V9 adds where a row came from: checked apart.
             "(r.coin_id, r.vs_currency, r.price, r.market_cap, r.total_volume, r.source_updated_at,
               r.recorded_at, r.run_id)"
+        } else if relation == "latest_prices" {
+            // V11 adds whether the coin is tracked: every coin with a price is, until a run says.
+            "(r.coin_id, r.vs_currency, r.symbol, r.name, r.price, r.market_cap, r.market_cap_rank,
+              r.total_volume, r.price_change_percentage_24h, r.source_updated_at, r.last_changed_at,
+              r.recorded_price, r.recorded_at, r.pct_from_recorded)"
         } else {
             "r"
         };
@@ -126,17 +148,10 @@ async fn v6_keeps_every_row_the_views_the_grants_and_the_append_only_rule() {
 
     let applied = app.store().await.migrate().await.unwrap();
 
-    assert_eq!(
-        applied,
-        [
-            "V6__coin_dimension",
-            "V7__raw_pages_text_lz4",
-            "V8__raw_answers_of_every_endpoint",
-            "V9__backfill",
-            "V10__run_leases"
-        ]
-    );
+    assert_eq!(applied, migrations_from(6));
     assert_eq!(everything(&app).await, before, "every row reads the same");
+    let tracked = column::<bool>(&app.db, "SELECT DISTINCT tracked FROM current_prices").await;
+    assert_eq!(tracked, [true], "tracked, until a run says otherwise");
     let origins = column::<String>(
         &app.db,
         "SELECT DISTINCT source || ' ' || coalesce(granularity, '-') FROM price_history
@@ -307,4 +322,38 @@ async fn v10_gives_the_runs_earlier_releases_left_running_a_lease_so_they_are_fo
         [left_running],
         "the run of an hour ago is dead; the one of now may still be working"
     );
+}
+
+#[tokio::test]
+async fn v11_tracks_every_coin_with_a_price_and_forgets_a_stamp_from_the_future() {
+    let app = spawn_app_migrated_to(Some(10)).await;
+    app.db
+        .batch_execute(
+            "INSERT INTO coins (coin_id, first_seen_at, last_seen_at) VALUES
+                 ('frozen', now(), now()), ('never-priced', now(), now());
+             INSERT INTO quotes (vs_currency, coin_key, price, source_updated_at, first_seen_at,
+                                 last_changed_at, recorded_price, recorded_at)
+             SELECT 'usd', coin_key, 1, '2099-01-01T00:00:00Z', now(), now(), 1, now()
+             FROM coins WHERE coin_id = 'frozen';",
+        )
+        .await
+        .unwrap();
+
+    app.store().await.migrate().await.unwrap();
+    app.serve(&[page(&[coin("frozen", "2", "2026-11-27T15:00:00.000Z")])])
+        .await;
+    let summary = app.run().await;
+
+    let tracked = column::<String>(
+        &app.db,
+        "SELECT coin_id || ' ' || tracked FROM coins ORDER BY coin_id",
+    )
+    .await;
+    assert_eq!(tracked, ["frozen true", "never-priced false"]);
+    assert_eq!(
+        (summary.out_of_order, summary.history_inserted),
+        (0, 1),
+        "the 2099 stamp no longer holds the coin off"
+    );
+    assert_eq!(app.current("frozen", "price").await.as_deref(), Some("2"));
 }
