@@ -5,10 +5,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Output;
 
 use coingecko_cdc::config::Config;
-use common::{cli, fixture, last_stderr_line, spawn_app, stdout_json};
+use common::{cli, cli_alone, fixture, last_stderr_line, spawn_app, stdout_json};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -233,41 +232,37 @@ proptest! {
     }
 }
 
-/// The binary with nothing but `env`: no database, so a setting it takes ends at "no database".
-async fn alone(args: &[&str], env: &[(&str, &str)]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_coingecko-cdc"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .expect("starting coingecko-cdc")
-}
-
+/// Each whole-number setting at its bound, past it, at the largest number there is and at two
+/// random values, through the binary: refused by name, or taken (and then it stops at "no database").
 #[tokio::test]
-async fn the_binary_refuses_or_takes_random_settings_without_a_panic() {
+async fn the_binary_refuses_or_takes_any_whole_number_without_a_panic() {
     use proptest::strategy::ValueTree;
     let mut runner = proptest::test_runner::TestRunner::deterministic();
-    for _ in 0..12 {
-        let (var, value) = (
-            prop::sample::select(DOCUMENTED_BOUNDS.map(|(var, ..)| var).to_vec()),
-            any_value(),
-        )
-            .new_tree(&mut runner)
-            .unwrap()
-            .current();
-        if value.contains('\u{0}') {
+    for (var, _, max) in DOCUMENTED_BOUNDS {
+        let mut values = vec![(max, true), (max + 1, false), (u64::MAX, false)]
+            .into_iter()
+            .map(|(n, taken)| (n.to_string(), Some(taken)))
+            .collect::<Vec<_>>();
+        for _ in 0..2 {
+            let value = any_value().new_tree(&mut runner).unwrap().current();
             // An environment variable cannot hold a NUL.
-            continue;
+            if !value.contains('\u{0}') {
+                values.push((value, None));
+            }
         }
-        let output = alone(&["run"], &[(var, &value)]).await;
-        let last = last_stderr_line(&output);
-        assert_eq!(output.status.code(), Some(1), "{var}={value:?}: {last}");
-        assert!(
-            last.starts_with(&format!("error: {var}: "))
-                || last.starts_with("error: no database given"),
-            "{var}={value:?}: {last}"
-        );
+        for (value, taken) in values {
+            let output = cli_alone(&["run"], &[(var, &value)]).await;
+            let last = last_stderr_line(&output);
+            assert_eq!(output.status.code(), Some(1), "{var}={value:?}: {last}");
+            let refused = last.starts_with(&format!("error: {var}: "));
+            assert!(
+                refused || last.starts_with("error: no database given"),
+                "{var}={value:?}: {last}"
+            );
+            if let Some(taken) = taken {
+                assert_eq!(!refused, taken, "{var}={value:?}: {last}");
+            }
+        }
     }
 }
 
@@ -397,7 +392,7 @@ async fn no_password_or_key_is_printed_at_any_log_level() {
 /// been shown as the host. It is refused before any connection, saying how to encode it.
 #[tokio::test]
 async fn a_mis_encoded_database_url_shows_no_part_of_the_password() {
-    let output = alone(
+    let output = cli_alone(
         &["status"],
         &[(
             "DATABASE_URL",
@@ -422,7 +417,7 @@ async fn a_mis_encoded_database_url_shows_no_part_of_the_password() {
 
 #[tokio::test]
 async fn a_base_url_that_is_not_one_is_shown_without_its_password() {
-    let output = alone(
+    let output = cli_alone(
         &["run"],
         &[("COINGECKO_BASE_URL", "http://user:secretpw@[bad")],
     )
