@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use serde::Serialize;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -18,6 +19,25 @@ use crate::replay::RecordedAnswer;
 use crate::secrets::{parse_api_key, SecretSource};
 use crate::store::{Store, StoreError};
 use crate::summary::{BackfillSummary, Summary};
+use crate::trigger::Request;
+
+/// What a request did: the run's summary, what a migrate request applied, or the backfill
+/// invocation's summary. The Lambda function's result, and what `run --event` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Response {
+    Run(Summary),
+    Migrated(Migrated),
+    Backfill(BackfillSummary),
+}
+
+/// `{"status": "migrated", "applied": ["V1__initial", …]}`; `applied` is empty when the schema
+/// was already current.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename = "migrated")]
+pub struct Migrated {
+    pub applied: Vec<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -58,6 +78,24 @@ impl<S: SecretSource> App<S> {
     /// The ingest, to adjust how it reports before the first run.
     pub fn ingest_mut(&mut self) -> &mut Ingest {
         &mut self.ingest
+    }
+
+    /// Does what an event asks for (see [`crate::trigger::request`]), within `time_left` when the
+    /// caller has a deadline.
+    pub async fn serve(
+        &self,
+        request: Request,
+        time_left: Option<Duration>,
+    ) -> Result<Response, AppError> {
+        Ok(match request {
+            Request::Migrate => Response::Migrated(Migrated {
+                applied: self.migrate().await?,
+            }),
+            Request::Run { trigger_id } => Response::Run(self.run(trigger_id, time_left).await?),
+            Request::Backfill(request) => {
+                Response::Backfill(self.backfill(&request, time_left).await?)
+            }
+        })
     }
 
     /// One run on the warm connection, reconnecting first if it has died; `time_left` bounds

@@ -1,5 +1,6 @@
 //! The command line: the same run as the Lambda, for local runs, cron and Airflow.
 
+use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,6 +18,7 @@ use crate::coingecko::FetchProgress;
 use crate::config::Config;
 use crate::replay::{recorded_answer, ReplaySummary};
 use crate::series;
+use crate::trigger::Request;
 use crate::{archive, secrets, status, trigger};
 
 /// What `--help` says about the environment, where every setting comes from.
@@ -40,9 +42,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one ingest and print its summary as JSON on stdout.
+    /// Run one ingest and print its summary as JSON on stdout; with --event, do what the payload asks.
     Run {
-        /// A Lambda event payload (EventBridge event, {"trigger_id": "…"} or {}) giving the trigger id.
+        /// A Lambda event payload, read as the Lambda reads it: an EventBridge event,
+        /// {"trigger_id": "…"} or {} (a run and its trigger id), {"migrate": true} or
+        /// {"backfill": {"days": N}}; the Lambda's answer is printed.
         #[arg(long, value_name = "FILE")]
         event: Option<PathBuf>,
     },
@@ -153,9 +157,10 @@ pub async fn main() -> ExitCode {
 async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     let config = Config::from_env()?;
     let vs_currency = config.coingecko.vs_currencies[0].clone();
-    let trigger_id = match &command {
-        Command::Run { event: Some(path) } => read_trigger_id(path)?,
-        _ => None,
+    // Before any I/O, as the settings: a payload the Lambda would refuse is refused here too.
+    let request = match &command {
+        Command::Run { event: Some(path) } => read_event(path)?,
+        _ => Request::Run { trigger_id: None },
     };
     let mut app = App::new(config, secrets::SecretsManager::default()).await?;
     if std::io::stderr().is_terminal() {
@@ -168,8 +173,8 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             app.migrate().await?;
         }
         Command::Run { .. } => {
-            let summary = app.run(trigger_id, None).await?;
-            println!("{}", serde_json::to_string(&summary)?);
+            let response = app.serve(request, None).await?;
+            println!("{}", serde_json::to_string(&response)?);
         }
         Command::Replay { paths } => {
             let summary = replay(&app, paths).await?;
@@ -252,9 +257,16 @@ async fn draw_chart<S: secrets::SecretSource>(
     default_vs: String,
 ) -> anyhow::Result<()> {
     let vs_currency = args.vs_currency.unwrap_or(default_vs).to_ascii_lowercase();
+    // A coin asked for twice is drawn once.
+    let mut asked = HashSet::new();
+    let coins: Vec<String> = args
+        .coin
+        .into_iter()
+        .filter(|coin| asked.insert(coin.clone()))
+        .collect();
     let to = args.to.unwrap_or_else(Utc::now);
     let from = match (args.since, args.from) {
-        (Some(since), _) => to - chrono::Duration::from_std(since.into())?,
+        (Some(since), _) => window_start(to, since.into()),
         (None, Some(from)) => from,
         (None, None) => DateTime::UNIX_EPOCH,
     };
@@ -262,13 +274,11 @@ async fn draw_chart<S: secrets::SecretSource>(
         bail!("the window is empty: --from {from} is not before --to {to}");
     }
     let store = app.connect().await?;
-    let known = store.known_coins(&vs_currency, &args.coin).await?;
-    if let Some(unknown) = args.coin.iter().find(|c| !known.contains(c)) {
+    let known = store.known_coins(&vs_currency, &coins).await?;
+    if let Some(unknown) = coins.iter().find(|c| !known.contains(c)) {
         bail!("unknown coin {unknown:?} in {vs_currency}: it was never ingested (check --coin and --vs-currency)");
     }
-    let series = store
-        .price_steps(&vs_currency, &args.coin, from, to)
-        .await?;
+    let series = store.price_steps(&vs_currency, &coins, from, to).await?;
     if let Some(empty) = series.iter().find(|s| s.points.is_empty()) {
         bail!(
             "no price of {} between {} and {}: widen the window (--since, --from, --to)",
@@ -291,7 +301,7 @@ async fn draw_chart<S: secrets::SecretSource>(
         (series, format!("price ({vs_currency})"))
     };
     let request = ChartRequest {
-        title: format!("{} in {vs_currency}", args.coin.join(", ")),
+        title: format!("{} in {vs_currency}", coins.join(", ")),
         y_label,
         series: &series,
         from,
@@ -302,6 +312,16 @@ async fn draw_chart<S: secrets::SecretSource>(
     chart::render(&request, &args.out)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
+}
+
+/// The start of a window `length` long that ends at `to`. A longer window than the time since
+/// 1970 starts then: nothing was recorded before, and `to - length` could leave the times that
+/// chrono and PostgreSQL hold.
+fn window_start(to: DateTime<Utc>, length: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(length)
+        .ok()
+        .and_then(|length| to.checked_sub_signed(length))
+        .map_or(DateTime::UNIX_EPOCH, |from| from.max(DateTime::UNIX_EPOCH))
 }
 
 /// Replays the answers under `paths` in the order they were recorded. Two passes, so that
@@ -369,11 +389,33 @@ impl FetchProgress for TerminalProgress {
     }
 }
 
-/// A date (midnight UTC) or an RFC 3339 time.
-fn read_trigger_id(path: &Path) -> anyhow::Result<Option<String>> {
+/// What the payload in `path` asks for, read as the Lambda reads its event.
+fn read_event(path: &Path) -> anyhow::Result<Request> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("--event {}: cannot read the file", path.display()))?;
     let event: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("--event {}: not JSON", path.display()))?;
-    trigger::trigger_id(&event).with_context(|| format!("--event {}", path.display()))
+    trigger::request(&event).with_context(|| format!("--event {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_window_longer_than_the_time_since_1970_starts_then() {
+        let to: DateTime<Utc> = "2026-12-04T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            window_start(to, Duration::from_secs(86_400)),
+            "2026-12-03T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        for length in [
+            Duration::from_secs(1_000_000_000 * 86_400),
+            Duration::from_secs(u64::MAX),
+            Duration::MAX,
+        ] {
+            assert_eq!(window_start(to, length), DateTime::UNIX_EPOCH, "{length:?}");
+        }
+    }
 }

@@ -460,7 +460,9 @@ impl CoinGeckoClient {
                     last,
                 });
             };
-            if Instant::now() + wait >= fetch.deadline {
+            // A Retry-After of any size: past the deadline, or past what an Instant holds.
+            let resume = Instant::now().checked_add(wait);
+            if resume.is_none_or(|at| at >= fetch.deadline) {
                 return Err(FetchError::OutOfTime {
                     call: call.clone(),
                     limit: fetch.limit,

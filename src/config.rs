@@ -1,7 +1,6 @@
 //! Typed configuration, read once from the environment before any I/O.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
@@ -9,12 +8,94 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::conninfo::{self, ConnInfo};
+use crate::redact::url_for_errors;
 
 const FREE_BASE_URL: &str = "https://api.coingecko.com/api/v3";
 const PRO_BASE_URL: &str = "https://pro-api.coingecko.com/api/v3";
 /// More fractional digits than this could make `price × threshold` exceed
 /// the 28 digits a `Decimal` holds exactly.
 const MAX_THRESHOLD_DECIMALS: u32 = 6;
+
+/// A whole-number setting and its bounds. Every one has an upper bound, so that no sum or product of
+/// settings can overflow: the longest lease, a week's fetch and a day's wait for the lock, stays far
+/// inside `Duration`, `chrono` and PostgreSQL's timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WholeNumber {
+    pub var: &'static str,
+    /// When unset; 0 for the optional ones (below their minimum), whose unset means no value.
+    pub default: u64,
+    pub min: u64,
+    pub max: u64,
+    /// What one is, for the error: "seconds", "days", "".
+    pub unit: &'static str,
+}
+
+impl WholeNumber {
+    fn refused(&self, raw: &str) -> ConfigError {
+        let unit = if self.unit.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", self.unit)
+        };
+        ConfigError::new(
+            self.var,
+            format!(
+                "expected a whole number from {} to {}{unit}, got {raw:?}",
+                self.min, self.max
+            ),
+        )
+    }
+}
+
+const fn bounded(
+    var: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+    unit: &'static str,
+) -> WholeNumber {
+    WholeNumber {
+        var,
+        default,
+        min,
+        max,
+        unit,
+    }
+}
+
+/// At most CoinGecko's whole universe many times over (about 17,500 coins): 400 pages.
+pub const TOP_N: WholeNumber = bounded("TOP_N", 250, 1, 100_000, "");
+/// As many ids as `TOP_N` may ask for.
+pub const MAX_COIN_IDS: usize = 100_000;
+pub const COINGECKO_MAX_ATTEMPTS: WholeNumber = bounded("COINGECKO_MAX_ATTEMPTS", 5, 1, 100, "");
+pub const COINGECKO_TIMEOUT_SECS: WholeNumber =
+    bounded("COINGECKO_TIMEOUT_SECS", 15, 1, 3_600, "seconds");
+/// A week: a backfill from the command line may work that long in one go.
+pub const FETCH_BUDGET_SECS: WholeNumber = bounded("FETCH_BUDGET_SECS", 60, 1, 604_800, "seconds");
+pub const COINGECKO_MAX_CALLS_PER_MIN: WholeNumber =
+    bounded("COINGECKO_MAX_CALLS_PER_MIN", 0, 1, 60_000, "");
+pub const COINGECKO_MONTHLY_CALL_BUDGET: WholeNumber =
+    bounded("COINGECKO_MONTHLY_CALL_BUDGET", 0, 1, 1_000_000_000, "");
+/// A century: PostgreSQL's `make_interval` takes the days as an `int`.
+pub const RAW_RETENTION_DAYS: WholeNumber = bounded("RAW_RETENTION_DAYS", 7, 0, 36_500, "days");
+/// A day, well inside PostgreSQL's own limit for such timeouts (`INT_MAX` milliseconds, 24.8 days).
+pub const DB_LOCK_TIMEOUT_SECS: WholeNumber =
+    bounded("DB_LOCK_TIMEOUT_SECS", 10, 1, 86_400, "seconds");
+pub const DB_STATEMENT_TIMEOUT_SECS: WholeNumber =
+    bounded("DB_STATEMENT_TIMEOUT_SECS", 10, 1, 86_400, "seconds");
+
+/// Every whole-number setting, for the documentation's table and the tests.
+pub const WHOLE_NUMBERS: [WholeNumber; 9] = [
+    TOP_N,
+    COINGECKO_MAX_ATTEMPTS,
+    COINGECKO_TIMEOUT_SECS,
+    FETCH_BUDGET_SECS,
+    COINGECKO_MAX_CALLS_PER_MIN,
+    COINGECKO_MONTHLY_CALL_BUDGET,
+    RAW_RETENTION_DAYS,
+    DB_LOCK_TIMEOUT_SECS,
+    DB_STATEMENT_TIMEOUT_SECS,
+];
 
 /// A setting that cannot be used, named by its environment variable.
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +280,7 @@ impl Config {
 
         let selection = match env.text("COIN_IDS") {
             Some(list) => CoinSelection::Ids(parse_coin_ids(&list)?),
-            None => CoinSelection::Top(env.parse_at_least("TOP_N", 250, 1)?),
+            None => CoinSelection::Top(env.whole(TOP_N)?),
         };
         let vs_currencies = vs_currencies(&env)?;
 
@@ -209,33 +290,19 @@ impl Config {
             api_key,
             vs_currencies,
             selection,
-            max_attempts: env.parse_at_least("COINGECKO_MAX_ATTEMPTS", 5, 1)?,
-            request_timeout: Duration::from_secs(env.parse_at_least(
-                "COINGECKO_TIMEOUT_SECS",
-                15,
-                1,
-            )?),
-            fetch_budget: Duration::from_secs(env.parse_at_least("FETCH_BUDGET_SECS", 60, 1)?),
-            max_calls_per_min: match env.text("COINGECKO_MAX_CALLS_PER_MIN") {
-                Some(_) => Some(env.parse_at_least("COINGECKO_MAX_CALLS_PER_MIN", 1, 1)?),
-                None => None,
-            },
-            monthly_call_budget: match env.text("COINGECKO_MONTHLY_CALL_BUDGET") {
-                Some(_) => Some(env.parse_at_least("COINGECKO_MONTHLY_CALL_BUDGET", 1, 1)?),
-                None => None,
-            },
+            max_attempts: env.whole(COINGECKO_MAX_ATTEMPTS)?,
+            request_timeout: Duration::from_secs(env.whole(COINGECKO_TIMEOUT_SECS)?),
+            fetch_budget: Duration::from_secs(env.whole(FETCH_BUDGET_SECS)?),
+            max_calls_per_min: env.optional_whole(COINGECKO_MAX_CALLS_PER_MIN)?,
+            monthly_call_budget: env.optional_whole(COINGECKO_MONTHLY_CALL_BUDGET)?,
         };
 
         let ingest = IngestConfig {
             threshold_pct: parse_threshold(env.text("CDC_THRESHOLD_PCT").as_deref())?,
             store_raw: env.flag("STORE_RAW", true)?,
-            raw_retention_days: env.parse_at_least("RAW_RETENTION_DAYS", 7, 0)?,
-            lock_timeout: Duration::from_secs(env.parse_at_least("DB_LOCK_TIMEOUT_SECS", 10, 1)?),
-            statement_timeout: Duration::from_secs(env.parse_at_least(
-                "DB_STATEMENT_TIMEOUT_SECS",
-                10,
-                1,
-            )?),
+            raw_retention_days: env.whole(RAW_RETENTION_DAYS)?,
+            lock_timeout: Duration::from_secs(env.whole(DB_LOCK_TIMEOUT_SECS)?),
+            statement_timeout: Duration::from_secs(env.whole(DB_STATEMENT_TIMEOUT_SECS)?),
         };
 
         Ok(Self {
@@ -287,19 +354,25 @@ impl Env<'_> {
             .filter(|v| !v.is_empty())
     }
 
-    fn parse_at_least<T>(&self, var: &'static str, default: T, min: T) -> Result<T, ConfigError>
-    where
-        T: FromStr + PartialOrd + std::fmt::Display + Copy,
-    {
-        let Some(raw) = self.text(var) else {
-            return Ok(default);
+    /// The setting within its bounds, else its default.
+    fn whole<T: TryFrom<u64>>(&self, setting: WholeNumber) -> Result<T, ConfigError> {
+        let value = self.optional_whole(setting)?.unwrap_or(setting.default);
+        T::try_from(value).map_err(|_| setting.refused(&value.to_string()))
+    }
+
+    /// The setting within its bounds, if it is set (its default stands for "unset" elsewhere).
+    fn optional_whole<T: TryFrom<u64>>(
+        &self,
+        setting: WholeNumber,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(raw) = self.text(setting.var) else {
+            return Ok(None);
         };
-        match raw.parse::<T>() {
-            Ok(v) if v >= min => Ok(v),
-            _ => Err(ConfigError::new(
-                var,
-                format!("expected a whole number of at least {min}, got {raw:?}"),
-            )),
+        match raw.parse::<u64>() {
+            Ok(value) if (setting.min..=setting.max).contains(&value) => T::try_from(value)
+                .map(Some)
+                .map_err(|_| setting.refused(&raw)),
+            _ => Err(setting.refused(&raw)),
         }
     }
 
@@ -592,25 +665,37 @@ fn parse_port(var: &'static str, raw: &str) -> Result<u16, ConfigError> {
         .map_err(|_| ConfigError::new(var, format!("expected a port number, got {raw:?}")))
 }
 
+/// The URL may carry a user name and password (for a proxy): errors show it without them.
 fn parse_base_url(raw: &str) -> Result<Url, String> {
-    let url = Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL ({e})"))?;
+    let shown = url_for_errors(raw);
+    let url = Url::parse(raw).map_err(|e| format!("{shown:?} is not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{raw:?} must start with http:// or https://"));
+        return Err(format!("{shown:?} must start with http:// or https://"));
     }
     Ok(url)
 }
 
 fn parse_coin_ids(list: &str) -> Result<Vec<String>, ConfigError> {
-    let mut ids: Vec<String> = Vec::new();
-    for id in list.split(',').map(str::trim).filter(|id| !id.is_empty()) {
-        if !ids.iter().any(|seen| seen == id) {
-            ids.push(id.to_string());
-        }
-    }
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty() && seen.insert(*id))
+        .map(String::from)
+        .collect();
     if ids.is_empty() {
         return Err(ConfigError::new(
             "COIN_IDS",
             "expected a comma-separated list of CoinGecko ids such as bitcoin,ethereum",
+        ));
+    }
+    if ids.len() > MAX_COIN_IDS {
+        return Err(ConfigError::new(
+            "COIN_IDS",
+            format!(
+                "{} ids, more than the {MAX_COIN_IDS} a run may ask for",
+                ids.len()
+            ),
         ));
     }
     Ok(ids)
@@ -728,6 +813,97 @@ mod tests {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);
             assert!(err.to_string().starts_with(var), "{err}");
+        }
+    }
+
+    /// What each setting came out as, to compare with what was given.
+    fn whole_number_value(cfg: &Config, var: &str) -> u64 {
+        let secs = |d: Duration| d.as_secs();
+        match var {
+            "TOP_N" => match cfg.coingecko.selection {
+                CoinSelection::Top(n) => n as u64,
+                CoinSelection::Ids(_) => panic!("ids"),
+            },
+            "COINGECKO_MAX_ATTEMPTS" => cfg.coingecko.max_attempts.into(),
+            "COINGECKO_TIMEOUT_SECS" => secs(cfg.coingecko.request_timeout),
+            "FETCH_BUDGET_SECS" => secs(cfg.coingecko.fetch_budget),
+            "COINGECKO_MAX_CALLS_PER_MIN" => cfg.coingecko.max_calls_per_min.unwrap().into(),
+            "COINGECKO_MONTHLY_CALL_BUDGET" => cfg.coingecko.monthly_call_budget.unwrap(),
+            "RAW_RETENTION_DAYS" => cfg.ingest.raw_retention_days.into(),
+            "DB_LOCK_TIMEOUT_SECS" => secs(cfg.ingest.lock_timeout),
+            "DB_STATEMENT_TIMEOUT_SECS" => secs(cfg.ingest.statement_timeout),
+            other => panic!("not a whole-number setting: {other}"),
+        }
+    }
+
+    #[test]
+    fn every_whole_number_setting_is_taken_up_to_its_bound_and_refused_past_it() {
+        for setting in WHOLE_NUMBERS {
+            let var = setting.var;
+            for value in [setting.min, setting.max] {
+                let cfg = config(&[(var, &value.to_string())]).expect(var);
+                assert_eq!(whole_number_value(&cfg, var), value, "{var}");
+            }
+            let past = [
+                (setting.max + 1).to_string(),
+                u64::MAX.to_string(),
+                i64::MAX.to_string(),
+                "18446744073709551616".to_string(),
+                "-1".to_string(),
+                "1.5".to_string(),
+                "1e3".to_string(),
+            ];
+            for value in past {
+                let err = config(&[(var, &value)]).expect_err(var);
+                assert_eq!(err.var, var);
+                let text = err.to_string();
+                assert!(
+                    text.starts_with(&format!(
+                        "{var}: expected a whole number from {} to {}",
+                        setting.min, setting.max
+                    )) && text.contains(&format!("{value:?}")),
+                    "{text}"
+                );
+            }
+        }
+        let longest_lease = FETCH_BUDGET_SECS.max + DB_LOCK_TIMEOUT_SECS.max;
+        assert!(
+            longest_lease < 31 * 24 * 3600,
+            "the longest lease stays a matter of days"
+        );
+    }
+
+    #[test]
+    fn coin_ids_are_at_most_what_top_n_may_ask_for() {
+        let ids = |n: usize| {
+            (0..n)
+                .map(|i| format!("c{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let cfg = config(&[("COIN_IDS", &ids(MAX_COIN_IDS))]).unwrap();
+        assert!(
+            matches!(cfg.coingecko.selection, CoinSelection::Ids(ref v) if v.len() == MAX_COIN_IDS)
+        );
+        let err = config(&[("COIN_IDS", &ids(MAX_COIN_IDS + 1))]).unwrap_err();
+        assert_eq!(err.var, "COIN_IDS");
+        assert!(err.to_string().contains("100001 ids"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_base_url_is_shown_without_its_user_information() {
+        for url in [
+            "http://user:secretpw@[bad",
+            "ftp://user:secretpw@example.com",
+        ] {
+            let err = config(&[("COINGECKO_BASE_URL", url)]).unwrap_err();
+            assert_eq!(err.var, "COINGECKO_BASE_URL");
+            let text = err.to_string();
+            assert!(text.contains("***@"), "{text}");
+            assert!(
+                !text.contains("secretpw") && !text.contains("user"),
+                "{text}"
+            );
         }
     }
 
@@ -1148,10 +1324,15 @@ mod tests {
             ("postgres://u:hunter2@host:notaport/db", "`port`"),
             ("postgres://u:hunter2@host/db?sslmode=verify", r#""verify""#),
             ("host=h password=hunter2 sslkey=/k.pem", "`sslkey`"),
+            ("postgres://u:hun@ter2@host/db", "looks mis-encoded"),
+            ("postgres://u:hun@ter2@host:5432/db", "@ as %40"),
         ] {
             let err = config(&[("DATABASE_URL", url)]).unwrap_err().to_string();
+            assert!(err.starts_with("DATABASE_URL: "), "{err}");
             assert!(err.contains(problem), "{err}");
-            assert!(!err.contains("hunter2"), "{err}");
+            for part in ["hunter2", "hun", "ter2"] {
+                assert!(!err.contains(part), "{part} in {err}");
+            }
         }
     }
 }

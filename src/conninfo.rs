@@ -8,6 +8,10 @@ use std::error::Error as _;
 
 use percent_encoding::percent_decode_str;
 
+/// A URI with a second `@` was cut at its first one, inside the password or the user name (most
+/// likely): its connection error would show the rest as the host.
+const MIS_ENCODED: &str = "it looks mis-encoded: it holds more than one @, and the first one ends the user name and password, so an @ in them cut them short; percent-encode them: @ as %40, : as %3A, / as %2F, ? as %3F, # as %23, % as %25, a space as %20 (postgres://ingest:p%40ss@db.example:5432/prices), or give the password in PGPASSWORD";
+
 /// A connection string, split into what tokio-postgres understands and libpq's TLS parameters.
 #[derive(Debug)]
 pub struct ConnInfo {
@@ -20,6 +24,7 @@ pub struct ConnInfo {
 pub fn parse(text: &str) -> Result<ConnInfo, String> {
     let mut libpq_only = LibpqOnly::default();
     let rest = match uri_parts(text) {
+        Some(_) if text.matches('@').count() > 1 => return Err(MIS_ENCODED.into()),
         Some((base, query)) => {
             let kept: Vec<&str> = query
                 .split('&')
@@ -238,6 +243,8 @@ mod tests {
             ),
             ("host=h password='hunter2", "password has no closing quote"),
             ("hunter2", "not a URI"),
+            ("postgres://u:hun@ter2@h/db", "mis-encoded"),
+            ("postgres://u:hunter2@h/db?application_name=a@b", "%40"),
         ] {
             let problem = parse(text).unwrap_err();
             assert!(problem.contains(expected), "{text}: {problem}");

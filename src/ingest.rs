@@ -138,12 +138,17 @@ impl Ingest {
             }
             Source::Recorded(_) => Duration::ZERO,
         };
-        fetch + self.settings.lock_timeout + LEASE_MARGIN
+        fetch
+            .saturating_add(self.settings.lock_timeout)
+            .saturating_add(LEASE_MARGIN)
     }
 
     /// Before a deadline, the apply may wait for the lock and its statement: the fetch leaves it that.
     fn fetch_time_left(&self, time_left: Option<Duration>) -> Option<Duration> {
-        let apply_bound = self.settings.lock_timeout + self.settings.statement_timeout;
+        let apply_bound = self
+            .settings
+            .lock_timeout
+            .saturating_add(self.settings.statement_timeout);
         time_left.map(|left| left.saturating_sub(apply_bound))
     }
 

@@ -3,32 +3,14 @@
 use std::time::Duration;
 
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
-use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::app::{App, AppError};
+use crate::app::{App, AppError, Response};
 use crate::backfill::BackfillError;
 use crate::ingest::RunError;
 use crate::secrets::SecretSource;
 use crate::summary::{BackfillSummary, RunState, Summary};
-use crate::trigger::{self, EventError, Request};
-
-/// The function's result: the run's summary, or what a migrate request applied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
-pub enum Response {
-    Run(Summary),
-    Migrated(Migrated),
-    Backfill(BackfillSummary),
-}
-
-/// `{"status": "migrated", "applied": ["V1__initial", …]}`; `applied` is empty when the schema
-/// was already current.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "status", rename = "migrated")]
-pub struct Migrated {
-    pub applied: Vec<String>,
-}
+use crate::trigger::{self, EventError};
 
 /// A failed invocation: Lambda's retries, the dead-letter queue and the alarms see it.
 #[derive(Debug, thiserror::Error)]
@@ -63,27 +45,15 @@ pub async fn handle<S: SecretSource>(
     app: &App<S>,
     event: LambdaEvent<Value>,
 ) -> Result<Response, FunctionError> {
-    match trigger::request(&event.payload)? {
-        Request::Migrate => Ok(Response::Migrated(Migrated {
-            applied: app.migrate().await?,
-        })),
-        Request::Run { trigger_id } => {
-            let summary = app.run(trigger_id, time_left(&event.context)).await?;
-            println!(
-                "{}",
-                metrics_record(&summary, chrono::Utc::now().timestamp_millis())
-            );
-            Ok(Response::Run(summary))
-        }
-        Request::Backfill(request) => {
-            let summary = app.backfill(&request, time_left(&event.context)).await?;
-            println!(
-                "{}",
-                backfill_metrics_record(&summary, chrono::Utc::now().timestamp_millis())
-            );
-            Ok(Response::Backfill(summary))
-        }
+    let request = trigger::request(&event.payload)?;
+    let response = app.serve(request, time_left(&event.context)).await?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    match &response {
+        Response::Run(summary) => println!("{}", metrics_record(summary, now_ms)),
+        Response::Backfill(summary) => println!("{}", backfill_metrics_record(summary, now_ms)),
+        Response::Migrated(_) => {}
     }
+    Ok(response)
 }
 
 /// The time until the invocation's deadline (epoch milliseconds). None when there is no usable

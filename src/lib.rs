@@ -2,7 +2,7 @@
 //! price-based change data capture.
 //!
 //! The pure core ([`market`], [`cdc`], [`backfill`], [`summary`], [`trigger`], [`status`],
-//! [`replay`], [`series`], [`conninfo`], [`rds_token`], [`error_chain`]) does no I/O; the edges
+//! [`replay`], [`series`], [`conninfo`], [`rds_token`], [`redact`], [`error_chain`]) does no I/O; the edges
 //! ([`coingecko`], [`store`], [`database`], [`tls`], [`secrets`], [`lambda`], [`cli`], [`chart`],
 //! [`archive`]) do; [`ingest`] ties one run together and [`app`] holds what runs share;
 //! [`config`] is read once at the start.
@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod lambda;
 pub mod market;
 pub mod rds_token;
+pub mod redact;
 pub mod replay;
 pub mod secrets;
 pub mod series;

@@ -7,6 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::summary::RunState;
+use crate::trigger;
 
 /// One row of `ingest_runs`.
 #[derive(Debug, Clone, Serialize)]
@@ -231,7 +232,7 @@ pub fn table(runs: &[RunRecord]) -> String {
         let note = run
             .error
             .clone()
-            .or_else(|| run.trigger_id.clone())
+            .or_else(|| run.trigger_id.as_deref().map(trigger::shortened))
             .unwrap_or_default();
         table.add_row([
             run.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -302,6 +303,16 @@ mod tests {
             summary: None,
             error: (status == RunState::Failed).then(|| "CoinGecko page 1 failed".into()),
         }
+    }
+
+    #[test]
+    fn a_long_trigger_id_is_shortened_in_the_table() {
+        let mut long = run(RunState::Succeeded, 0);
+        long.trigger_id = Some(format!("first-{}-last", "x".repeat(10_000)));
+        let text = table(&[long]);
+        let widest = text.lines().map(|l| l.chars().count()).max().unwrap();
+        assert!(widest < 150, "{widest} characters wide:\n{text}");
+        assert!(text.contains("first-") && text.contains("-last"), "{text}");
     }
 
     fn at(minute: u32) -> DateTime<Utc> {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::backfill::{parse_instant, BackfillRequest, Granularity, Window};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unrecognised event ({found}): expected an EventBridge scheduled event (its \"id\" is the trigger id), EventBridge Scheduler's input {{\"trigger_id\": \"…\"}} or its default envelope (its scheduled \"time\" is the trigger id), or {{}} for a run without a trigger id; the Lambda function also takes {{\"migrate\": true}}, which applies the database migrations, and {{\"backfill\": {{\"days\": 365}}}}, which backfills history")]
+#[error("unrecognised event ({found}): expected an EventBridge scheduled event (its \"id\" is the trigger id), EventBridge Scheduler's input {{\"trigger_id\": \"…\"}} or its default envelope (its scheduled \"time\" is the trigger id), or {{}} for a run without a trigger id; or {{\"migrate\": true}}, which applies the database migrations, or {{\"backfill\": {{\"days\": 365}}}}, which backfills history")]
 pub struct EventError {
     found: String,
 }
@@ -27,42 +27,39 @@ pub enum Request {
     Backfill(BackfillRequest),
 }
 
-/// What `event` asks for: the migrations, or a run.
-pub fn request(event: &Value) -> Result<Request, EventError> {
-    if let Some(backfill) = event.get("backfill") {
-        if event.as_object().is_some_and(|fields| fields.len() == 1) {
-            return backfill_request(backfill).map(Request::Backfill);
-        }
-        return Err(EventError {
-            found: "\"backfill\" beside other keys".into(),
-        });
-    }
-    match event.get("migrate") {
-        None => Ok(Request::Run {
-            trigger_id: trigger_id(event)?,
-        }),
-        Some(Value::Bool(true)) if event.as_object().is_some_and(|fields| fields.len() == 1) => {
-            Ok(Request::Migrate)
-        }
-        Some(_) => Err(EventError {
-            found: "\"migrate\" other than alone and true".into(),
-        }),
-    }
-}
+/// The longest trigger id accepted, in characters: EventBridge's ids (36) and Scheduler's times
+/// (20) with room to spare, and short enough for a log line and the `status` table.
+pub const MAX_TRIGGER_ID_CHARS: usize = 256;
+/// How much of a trigger id `status` shows: a UUID's length.
+const SHOWN_TRIGGER_ID_CHARS: usize = 36;
 
-/// The trigger id carried by an event that asks for a run, if any.
-pub fn trigger_id(event: &Value) -> Result<Option<String>, EventError> {
-    let unrecognised = |found: String| Err(EventError { found });
+/// What `event` asks for: the migrations, a backfill or a run. The Lambda and `run --event` both
+/// read their payloads here. Our own shapes (`{"trigger_id": …}`, `{"migrate": true}`,
+/// `{"backfill": …}`) refuse keys they do not know, naming them: a misspelt key would otherwise
+/// turn a backfill or a migration into a live run. An EventBridge event keeps AWS's other keys.
+pub fn request(event: &Value) -> Result<Request, EventError> {
     let Value::Object(fields) = event else {
         return unrecognised(format!("a JSON {}", kind(event)));
     };
-    if let Some(id) = fields.get("trigger_id") {
-        return match id {
-            Value::String(id) if !id.trim().is_empty() => Ok(Some(id.clone())),
-            Value::String(_) => {
-                unrecognised("\"trigger_id\" is blank (empty or only spaces)".into())
-            }
-            other => unrecognised(format!("\"trigger_id\" is a {}, not a string", kind(other))),
+    for key in ["backfill", "migrate", "trigger_id"] {
+        let Some(value) = fields.get(key) else {
+            continue;
+        };
+        let others: Vec<&str> = fields
+            .keys()
+            .map(String::as_str)
+            .filter(|other| *other != key)
+            .collect();
+        if !others.is_empty() {
+            return unrecognised(format!("\"{key}\" beside other keys {}", key_list(&others)));
+        }
+        return match key {
+            "backfill" => backfill_request(value).map(Request::Backfill),
+            "migrate" if value == &Value::Bool(true) => Ok(Request::Migrate),
+            "migrate" => unrecognised(format!("\"migrate\" is {value}, not true")),
+            _ => Ok(Request::Run {
+                trigger_id: Some(usable_trigger_id("trigger_id", value)?),
+            }),
         };
     }
     if let (Some(_), Some(source)) = (fields.get("detail-type"), fields.get("source")) {
@@ -73,16 +70,75 @@ pub fn trigger_id(event: &Value) -> Result<Option<String>, EventError> {
             "id"
         };
         return match fields.get(key) {
-            Some(Value::String(id)) if !id.is_empty() => Ok(Some(id.clone())),
-            _ => unrecognised(format!("an EventBridge event without a string \"{key}\"")),
+            Some(id) => Ok(Request::Run {
+                trigger_id: Some(usable_trigger_id(key, id)?),
+            }),
+            None => unrecognised(format!("an EventBridge event without \"{key}\"")),
         };
     }
     if fields.is_empty() {
-        return Ok(None);
+        return Ok(Request::Run { trigger_id: None });
     }
-    let mut keys: Vec<&str> = fields.keys().map(String::as_str).collect();
-    keys.truncate(5);
-    unrecognised(format!("an object with keys {keys:?}"))
+    let keys: Vec<&str> = fields.keys().map(String::as_str).collect();
+    unrecognised(format!("an object with keys {}", key_list(&keys)))
+}
+
+fn unrecognised<T>(found: String) -> Result<T, EventError> {
+    Err(EventError { found })
+}
+
+/// A trigger id is stored and compared: it must be text PostgreSQL takes (no NUL), that a log line
+/// and a table show as it is (no control characters), and of a bounded length.
+fn usable_trigger_id(key: &str, id: &Value) -> Result<String, EventError> {
+    let Value::String(id) = id else {
+        return unrecognised(format!("\"{key}\" is a {}, not a string", kind(id)));
+    };
+    let length = id.chars().count();
+    if id.trim().is_empty() {
+        unrecognised(format!("\"{key}\" is blank (empty or only spaces)"))
+    } else if let Some(control) = id.chars().find(|c| c.is_control()) {
+        unrecognised(format!(
+            "\"{key}\" holds the control character U+{:04X}",
+            u32::from(control)
+        ))
+    } else if length > MAX_TRIGGER_ID_CHARS {
+        unrecognised(format!(
+            "\"{key}\" is {length} characters long, more than {MAX_TRIGGER_ID_CHARS}"
+        ))
+    } else {
+        Ok(id.clone())
+    }
+}
+
+/// A trigger id as `status` shows it: whole when short, else its start and its end around `…`;
+/// control characters (stored by earlier releases) as `�`.
+pub fn shortened(id: &str) -> String {
+    let visible = |c: char| if c.is_control() { '\u{FFFD}' } else { c };
+    let length = id.chars().count();
+    if length <= SHOWN_TRIGGER_ID_CHARS {
+        return id.chars().map(visible).collect();
+    }
+    let tail = SHOWN_TRIGGER_ID_CHARS / 3;
+    let head = SHOWN_TRIGGER_ID_CHARS - tail - 1;
+    id.chars()
+        .take(head)
+        .chain(['…'])
+        .chain(id.chars().skip(length - tail))
+        .map(visible)
+        .collect()
+}
+
+/// Keys for an error: at most five, each shortened, as JSON strings.
+fn key_list(keys: &[&str]) -> String {
+    let mut shown: Vec<String> = keys
+        .iter()
+        .take(5)
+        .map(|key| format!("{:?}", shortened(key)))
+        .collect();
+    if keys.len() > 5 {
+        shown.push(format!("and {} more", keys.len() - 5));
+    }
+    format!("[{}]", shown.join(", "))
 }
 
 /// The body of `{"backfill": {…}}`: `days` (the last N days) or `from` (and `to`, else now) as
@@ -204,6 +260,14 @@ mod tests {
         }
     }
 
+    /// The trigger id of a run request.
+    fn trigger_id(event: &Value) -> Result<Option<String>, EventError> {
+        match request(event)? {
+            Request::Run { trigger_id } => Ok(trigger_id),
+            other => panic!("not a run: {other:?}"),
+        }
+    }
+
     #[test]
     fn eventbridge_rule_event_uses_its_id() {
         let event = json!({
@@ -252,31 +316,73 @@ mod tests {
             request(&json!({"migrate": true})).unwrap(),
             Request::Migrate
         );
-        assert_eq!(
-            request(&json!({"trigger_id": "t"})).unwrap(),
-            Request::Run {
-                trigger_id: Some("t".into())
-            }
-        );
-        for event in [
-            json!({"migrate": false}),
-            json!({"migrate": "true"}),
-            json!({"migrate": true, "trigger_id": "t"}),
+        for (event, expected) in [
+            (json!({"migrate": false}), "\"migrate\" is false, not true"),
+            (
+                json!({"migrate": "true"}),
+                "\"migrate\" is \"true\", not true",
+            ),
+            (
+                json!({"migrate": true, "trigger_id": "t"}),
+                "\"migrate\" beside other keys [\"trigger_id\"]",
+            ),
         ] {
             let err = request(&event).unwrap_err().to_string();
             assert!(
-                err.contains("\"migrate\" other than alone and true"),
+                err.starts_with(&format!("unrecognised event ({expected})")),
                 "{event}: {err}"
             );
         }
     }
 
     #[test]
+    fn keys_beside_our_own_shapes_are_refused_by_name() {
+        for (event, expected) in [
+            (
+                json!({"backfill": {"days": 3}, "trigger_id": "x"}),
+                "\"backfill\" beside other keys [\"trigger_id\"]",
+            ),
+            (
+                json!({"trigger_id": "x", "tigger": 1, "backfil": {}}),
+                "\"trigger_id\" beside other keys [\"backfil\", \"tigger\"]",
+            ),
+            (json!({"hello": "world"}), "an object with keys [\"hello\"]"),
+        ] {
+            let err = request(&event).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("unrecognised event ({expected})")),
+                "{event}: {err}"
+            );
+        }
+        let many: serde_json::Map<String, Value> =
+            (0..8).map(|i| (format!("k{i}"), json!(i))).collect();
+        let err = request(&Value::Object(many)).unwrap_err().to_string();
+        assert!(err.contains("\"k4\", and 3 more]"), "{err}");
+    }
+
+    #[test]
     fn a_trigger_id_that_is_not_usable_says_what_it_is() {
+        let long = "x".repeat(MAX_TRIGGER_ID_CHARS + 1);
         for (id, found) in [
-            (json!(""), "\"trigger_id\" is blank"),
-            (json!("  "), "\"trigger_id\" is blank"),
-            (json!(5), "\"trigger_id\" is a number, not a string"),
+            (json!(""), "\"trigger_id\" is blank".to_string()),
+            (json!("  "), "\"trigger_id\" is blank".into()),
+            (json!(5), "\"trigger_id\" is a number, not a string".into()),
+            (
+                json!("a\u{0}b"),
+                "\"trigger_id\" holds the control character U+0000".into(),
+            ),
+            (
+                json!("line\nbreak"),
+                "\"trigger_id\" holds the control character U+000A".into(),
+            ),
+            (
+                json!("c1\u{85}"),
+                "\"trigger_id\" holds the control character U+0085".into(),
+            ),
+            (
+                json!(long),
+                format!("\"trigger_id\" is 257 characters long, more than {MAX_TRIGGER_ID_CHARS}"),
+            ),
         ] {
             let err = trigger_id(&json!({ "trigger_id": id }))
                 .unwrap_err()
@@ -285,18 +391,40 @@ mod tests {
                 err.starts_with(&format!("unrecognised event ({found}")),
                 "{err}"
             );
+            assert!(err.len() < 1_000, "the id is not echoed: {err}");
         }
+        let at_limit = "é".repeat(MAX_TRIGGER_ID_CHARS);
+        assert_eq!(
+            trigger_id(&json!({ "trigger_id": at_limit })).unwrap(),
+            Some(at_limit),
+            "the limit counts characters, not bytes"
+        );
+        let envelope =
+            json!({"detail-type": "Scheduled Event", "source": "aws.events", "id": "a\u{0}"});
+        assert!(
+            request(&envelope)
+                .unwrap_err()
+                .to_string()
+                .contains("\"id\" holds the control character U+0000"),
+            "an EventBridge id is checked as well"
+        );
     }
 
     #[test]
-    fn a_migrate_request_is_no_run() {
-        let err = trigger_id(&json!({"migrate": true}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("the Lambda function also takes {\"migrate\": true}"),
-            "{err}"
+    fn a_long_trigger_id_is_shown_by_its_ends() {
+        assert_eq!(
+            shortened("53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa"),
+            "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa"
         );
+        let long = format!("start-{}-end", "x".repeat(10_000));
+        let shown = shortened(&long);
+        assert_eq!(shown.chars().count(), SHOWN_TRIGGER_ID_CHARS);
+        assert!(
+            shown.starts_with("start-") && shown.ends_with("-end"),
+            "{shown}"
+        );
+        assert!(shown.contains('…'));
+        assert_eq!(shortened("a\tb"), "a\u{FFFD}b");
     }
 
     #[test]

@@ -4,19 +4,8 @@ mod common;
 
 use std::process::Output;
 
-use common::{cli, fixture, last_stderr_line, spawn_app, stdout_json};
+use common::{cli, cli_alone, fixture, last_stderr_line, spawn_app, stdout_json};
 use serde_json::Value;
-
-/// The binary with nothing but `env` in its environment: no database, no CoinGecko stub.
-async fn cli_alone(args: &[&str], env: &[(&str, &str)]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_coingecko-cdc"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .expect("starting coingecko-cdc")
-}
 
 #[tokio::test]
 async fn run_prints_the_summary_and_a_repeated_event_is_a_duplicate() {

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use coingecko_cdc::lambda::{handle, Response};
+use coingecko_cdc::app::Response;
+use coingecko_cdc::lambda::handle;
 use coingecko_cdc::secrets::SecretsManager;
 use coingecko_cdc::summary::RunState;
 use common::secure_postgres::SecurePostgres;

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use coingecko_cdc::lambda::{backfill_metrics_record, handle, metrics_record, Migrated, Response};
+use coingecko_cdc::app::{Migrated, Response};
+use coingecko_cdc::lambda::{backfill_metrics_record, handle, metrics_record};
 use coingecko_cdc::secrets::{SecretError, SecretSource};
 use coingecko_cdc::summary::{
     BackfillOutcome, BackfillSummary, Counts, Requests, RunState, Summary, Timings,

@@ -108,6 +108,55 @@ async fn a_normalised_chart_of_several_coins_is_an_svg_with_a_legend() {
 }
 
 #[tokio::test]
+async fn a_window_of_any_length_and_a_coin_asked_twice_draw_as_expected() {
+    let app = two_days().await;
+    let draw = |coins: &'static str, since: &'static str| {
+        let app = &app;
+        async move {
+            let svg = out("any.svg");
+            let output = cli(
+                app,
+                &[
+                    "chart",
+                    "--coin",
+                    coins,
+                    "--since",
+                    since,
+                    "--out",
+                    svg.to_str().unwrap(),
+                ],
+                &[],
+            )
+            .await;
+            assert!(
+                output.status.success(),
+                "--coin {coins} --since {since}: {}",
+                last_stderr_line(&output)
+            );
+            let text = std::fs::read_to_string(&svg).unwrap();
+            std::fs::remove_file(&svg).unwrap();
+            text
+        }
+    };
+    let lines = |svg: &str| svg.matches("<polyline").count();
+    let once = draw("bitcoin", "3650d").await;
+    for since in ["1000000000d", "100000years"] {
+        assert_eq!(
+            lines(&draw("bitcoin", since).await),
+            lines(&once),
+            "--since {since}"
+        );
+    }
+    let twice = draw("bitcoin,bitcoin", "3650d").await;
+    assert_eq!(lines(&twice), lines(&once));
+    assert!(twice.contains("bitcoin in usd") && !twice.contains("bitcoin, bitcoin"));
+    assert_eq!(
+        lines(&draw("bitcoin,ethereum,bitcoin", "3650d").await),
+        lines(&draw("bitcoin,ethereum", "3650d").await)
+    );
+}
+
+#[tokio::test]
 async fn chart_errors_name_the_problem() {
     let app = two_days().await;
     let png = out("x.png");

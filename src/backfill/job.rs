@@ -115,11 +115,17 @@ impl Backfill<'_> {
         };
         // Before a deadline, the last chunk's apply may wait this long for the lock and its
         // statement: the fetch leaves it that, as a run's does.
-        let apply_bound = self.settings.lock_timeout + self.settings.statement_timeout;
+        let apply_bound = self
+            .settings
+            .lock_timeout
+            .saturating_add(self.settings.statement_timeout);
         let limit = self
             .coingecko
             .time_limit(time_left.map(|left| left.saturating_sub(apply_bound)));
-        let lease = limit.duration + self.settings.lock_timeout + LEASE_MARGIN;
+        let lease = limit
+            .duration
+            .saturating_add(self.settings.lock_timeout)
+            .saturating_add(LEASE_MARGIN);
         store.start_backfill_run(run_id, lease).await?;
         let result = self.work(store, &job, run_id, limit, &mut summary).await;
         let outcome = match result {

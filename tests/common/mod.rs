@@ -403,6 +403,17 @@ pub async fn cli(app: &TestApp, args: &[&str], extra: &[(&str, &str)]) -> Output
         .expect("starting coingecko-cdc")
 }
 
+/// The binary with nothing but `env` in its environment: no database, no CoinGecko stub.
+pub async fn cli_alone(args: &[&str], env: &[(&str, &str)]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_coingecko-cdc"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("starting coingecko-cdc")
+}
+
 /// What a command printed on stdout, as one JSON object; the whole output when it is not.
 pub fn stdout_json(output: &Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
