@@ -139,10 +139,17 @@ impl<S: SecretSource> App<S> {
         let mut guard = self.store.lock().await;
         let (slot, migrated) = &mut *guard;
         let store = self.ready(slot, migrated).await?;
+        // Runs of one app take turns (the lock above): the calls sent meanwhile are this run's.
+        let calls_before = self.ingest.coingecko().calls_sent();
         match self.ingest.run(store, trigger_id, source).await? {
             Outcome::Finished(summary) => Ok(summary),
             Outcome::Failed { run_id, error } => {
-                self.record_failure(slot, run_id, &error).await;
+                let calls = self
+                    .ingest
+                    .coingecko()
+                    .calls_sent()
+                    .saturating_sub(calls_before);
+                self.record_failure(slot, run_id, &error, calls).await;
                 Err(AppError::Run(error))
             }
         }
@@ -170,12 +177,18 @@ impl<S: SecretSource> App<S> {
         })
     }
 
-    /// Marks a started run failed, on a new connection when the run's died with it. The run's
-    /// error is what the caller sees: a failure to record it is only logged.
-    async fn record_failure(&self, slot: &mut Option<Store>, run_id: Uuid, error: &RunError) {
+    /// Marks a started run failed, with the calls it made, on a new connection when the run's
+    /// died with it. The run's error is what the caller sees: a failure to record it is only logged.
+    async fn record_failure(
+        &self,
+        slot: &mut Option<Store>,
+        run_id: Uuid,
+        error: &RunError,
+        calls: u64,
+    ) {
         match self.warm(slot).await {
             Ok(store) => {
-                if let Err(e) = store.fail_run(run_id, &error.to_string()).await {
+                if let Err(e) = store.fail_run(run_id, &error.to_string(), calls).await {
                     tracing::warn!(%run_id, error = %e, "could not record the failure");
                 }
             }

@@ -12,12 +12,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::App;
-use crate::backfill::{parse_instant, BackfillRequest, Granularity, Window};
+use crate::backfill::{default_coins, parse_instant, BackfillRequest, Granularity, Window};
 use crate::chart::{self, ChartRequest};
 use crate::coingecko::FetchProgress;
 use crate::config::Config;
 use crate::replay::{recorded_answer, ReplaySummary};
 use crate::series;
+use crate::store::BackfillWindow;
 use crate::trigger::Request;
 use crate::{archive, secrets, status, trigger};
 
@@ -207,10 +208,26 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 max_age.map(Into::into),
                 abandoned_in_a_row,
             );
-            let calls_per_min = app.ingest_mut().coingecko().calls_per_min();
+            let coingecko = app.ingest_mut().coingecko();
+            let calls_per_min = coingecko.calls_per_min();
             let estimate = backfill
                 .as_ref()
                 .map(|p| status::backfill_estimate(p, calls_per_min));
+            // What a backfill would ask for now, since the newest one's start.
+            let coverage = match &backfill {
+                Some(progress) => {
+                    let window = BackfillWindow {
+                        from: progress.window_from,
+                        to: Utc::now(),
+                        ends_now: true,
+                        granularity: progress.granularity.parse()?,
+                    };
+                    let coins = default_coins(coingecko);
+                    let currencies = coingecko.vs_currencies();
+                    Some(store.backfill_coverage(&coins, currencies, &window).await?)
+                }
+                None => None,
+            };
             if json {
                 let report = serde_json::json!({
                     "health": health,
@@ -220,6 +237,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                     "backfill": backfill.as_ref().map(|progress| serde_json::json!({
                         "progress": progress,
                         "estimate": estimate,
+                        "coverage": coverage,
                     })),
                 });
                 println!("{report}");
@@ -227,6 +245,9 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{}", status::table(&runs));
                 if let (Some(progress), Some(estimate)) = (&backfill, &estimate) {
                     println!("{}", status::backfill_line(progress, estimate));
+                }
+                if let Some(coverage) = &coverage {
+                    println!("{}", status::coverage_line(coverage));
                 }
                 println!("health: {}", health.as_str());
             }
@@ -239,11 +260,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 (None, Some(from)) => Window::Range { from, to: args.to },
                 (None, None) => unreachable!("clap requires --days or --from"),
             };
-            let request = BackfillRequest {
-                window,
-                coins: (!args.coins.is_empty()).then_some(args.coins),
-                granularity: args.granularity,
-            };
+            let request = BackfillRequest::new(window, Some(args.coins), args.granularity)?;
             let summary = app.backfill(&request, None).await?;
             println!("{}", serde_json::to_string(&summary)?);
         }

@@ -1,6 +1,7 @@
 //! The CoinGecko edge: pages of `GET /coins/markets` in the first currency, then batches of
 //! `GET /simple/price` for the others, paced and retried inside one time budget.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -201,6 +202,9 @@ pub struct CoinGeckoClient {
     http: reqwest::Client,
     config: CoinGeckoConfig,
     calls_per_min: u32,
+    /// Requests this client has sent, retries included: what a failed fetch spent is counted
+    /// from it, as the fetch's own count goes with its error.
+    calls_sent: AtomicU64,
 }
 
 impl CoinGeckoClient {
@@ -230,7 +234,13 @@ impl CoinGeckoClient {
             http,
             config,
             calls_per_min,
+            calls_sent: AtomicU64::new(0),
         })
+    }
+
+    /// Requests sent since the client was built, retries and failed ones included.
+    pub fn calls_sent(&self) -> u64 {
+        self.calls_sent.load(Ordering::Relaxed)
     }
 
     /// The quote currencies, the first fetched with `/coins/markets`.
@@ -496,6 +506,7 @@ impl CoinGeckoClient {
         }
         let timeout = remaining.min(self.config.request_timeout);
         fetch.calls += 1;
+        self.calls_sent.fetch_add(1, Ordering::Relaxed);
         let response = request
             .timeout(timeout)
             .send()

@@ -40,6 +40,77 @@ pub struct BackfillProgress {
     pub history_inserted: u64,
 }
 
+/// Whether earlier backfills hold a coin's history in a currency over a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoverageState {
+    Covered,
+    /// In the open backfill, not done yet.
+    Pending,
+    /// CoinGecko refused it (the plan's history, an unknown id); a new backfill asks again.
+    Refused,
+    /// No backfill asked for it over the window: a coin or currency added since.
+    NotCovered,
+}
+
+/// One coin in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PairCoverage {
+    #[serde(skip)]
+    pub coin_key: i32,
+    pub coin_id: String,
+    pub vs_currency: String,
+    pub state: CoverageState,
+}
+
+/// What the backfills cover of the coins and currencies a backfill would now ask for, since the
+/// newest backfill's start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Coverage {
+    pub from: DateTime<Utc>,
+    pub granularity: String,
+    pub pairs: Vec<PairCoverage>,
+}
+
+/// The pairs named in a coverage line, at most: the count says the rest.
+const PAIRS_NAMED: usize = 10;
+
+/// The coverage as one line: how many pairs are covered, and the first of those that are not.
+pub fn coverage_line(coverage: &Coverage) -> String {
+    let count = |state| coverage.pairs.iter().filter(|p| p.state == state).count();
+    let open: Vec<String> = coverage
+        .pairs
+        .iter()
+        .filter(|p| p.state != CoverageState::Covered)
+        .map(|p| {
+            let state = match p.state {
+                CoverageState::Pending => " (pending)",
+                CoverageState::Refused => " (refused)",
+                CoverageState::Covered | CoverageState::NotCovered => "",
+            };
+            format!("{} {}{state}", p.coin_id, p.vs_currency)
+        })
+        .collect();
+    let mut line = format!(
+        "backfill coverage since {} ({}): {} of {} coins and currencies covered",
+        coverage.from.format("%Y-%m-%d"),
+        coverage.granularity,
+        count(CoverageState::Covered),
+        coverage.pairs.len(),
+    );
+    if !open.is_empty() {
+        line.push_str("; not covered: ");
+        line.push_str(&open[..open.len().min(PAIRS_NAMED)].join(", "));
+        if open.len() > PAIRS_NAMED {
+            line.push_str(&format!(" and {} more", open.len() - PAIRS_NAMED));
+        }
+        if count(CoverageState::NotCovered) > 0 {
+            line.push_str(" (run the backfill again to cover them)");
+        }
+    }
+    line
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
     Healthy,
@@ -291,6 +362,40 @@ mod tests {
         };
         assert!(backfill_line(&done, &backfill_estimate(&done, 30))
             .ends_with("finished 2026-12-02 00:00"));
+    }
+
+    #[test]
+    fn coverage_names_the_coins_and_currencies_not_covered() {
+        let pair = |coin: &str, vs: &str, state| PairCoverage {
+            coin_key: 0,
+            coin_id: coin.into(),
+            vs_currency: vs.into(),
+            state,
+        };
+        let mut coverage = Coverage {
+            from: Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap(),
+            granularity: "hourly".into(),
+            pairs: vec![
+                pair("alpha", "usd", CoverageState::Covered),
+                pair("alpha", "eur", CoverageState::NotCovered),
+                pair("gamma", "usd", CoverageState::Refused),
+            ],
+        };
+        assert_eq!(
+            coverage_line(&coverage),
+            "backfill coverage since 2026-11-02 (hourly): 1 of 3 coins and currencies covered; \
+             not covered: alpha eur, gamma usd (refused) (run the backfill again to cover them)"
+        );
+        coverage.pairs = (0..12)
+            .map(|n| pair(&format!("coin{n}"), "usd", CoverageState::Pending))
+            .collect();
+        let line = coverage_line(&coverage);
+        assert!(
+            line.contains("0 of 12") && line.ends_with("coin9 usd (pending) and 2 more"),
+            "{line}"
+        );
+        coverage.pairs.truncate(0);
+        assert!(coverage_line(&coverage).ends_with("0 of 0 coins and currencies covered"));
     }
 
     fn run(status: RunState, minute: u32) -> RunRecord {

@@ -139,7 +139,7 @@ pub enum BackfillOutcome {
     OutOfMonthlyCalls,
     /// Another invocation is working on the backfill.
     Busy,
-    /// A finished backfill already reaches back as far as asked: nothing to do.
+    /// Every coin and currency asked for is covered over the window: nothing to do.
     AlreadyDone,
     /// No coin to backfill: name them (`--coins`, `COIN_IDS`) or let a live run find them first.
     NoCoins,

@@ -187,11 +187,7 @@ pub fn backfill_request(body: &Value) -> Result<BackfillRequest, EventError> {
             .parse()
             .map_err(|e: crate::backfill::UnknownGranularity| wrong(e.to_string()))?,
     };
-    Ok(BackfillRequest {
-        window,
-        coins: payload.coins.filter(|coins| !coins.is_empty()),
-        granularity,
-    })
+    BackfillRequest::new(window, payload.coins, granularity).map_err(|e| wrong(e.to_string()))
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -214,11 +210,9 @@ mod tests {
     fn a_backfill_event_asks_for_a_window_its_coins_and_granularity() {
         assert_eq!(
             request(&json!({"backfill": {"days": 365}})).unwrap(),
-            Request::Backfill(BackfillRequest {
-                window: Window::Days(365),
-                coins: None,
-                granularity: Granularity::Daily,
-            })
+            Request::Backfill(
+                BackfillRequest::new(Window::Days(365), None, Granularity::Daily).unwrap()
+            )
         );
         let Request::Backfill(asked) = request(&json!({"backfill": {
             "from": "2026-01-01", "to": "2026-03-01T12:00:00Z",
@@ -227,10 +221,10 @@ mod tests {
         .unwrap() else {
             panic!("not a backfill")
         };
-        assert_eq!(asked.coins.unwrap(), ["bitcoin", "ethereum"]);
-        assert_eq!(asked.granularity, Granularity::Hourly);
+        assert_eq!(asked.coins().unwrap(), ["bitcoin", "ethereum"]);
+        assert_eq!(asked.granularity(), Granularity::Hourly);
         assert_eq!(
-            asked.window,
+            asked.window(),
             Window::Range {
                 from: "2026-01-01T00:00:00Z".parse().unwrap(),
                 to: Some("2026-03-01T12:00:00Z".parse().unwrap()),

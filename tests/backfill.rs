@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -25,14 +25,19 @@ fn at(text: &str) -> DateTime<Utc> {
 
 /// A fixed window, so that two databases backfilled at different moments hold the same rows.
 fn range(from: &str, to: &str, coins: &[&str], granularity: Granularity) -> BackfillRequest {
-    BackfillRequest {
-        window: Window::Range {
+    request(
+        Window::Range {
             from: at(from),
             to: Some(at(to)),
         },
-        coins: Some(coins.iter().map(|c| c.to_string()).collect()),
+        Some(coins),
         granularity,
-    }
+    )
+}
+
+fn request(window: Window, coins: Option<&[&str]>, granularity: Granularity) -> BackfillRequest {
+    let coins = coins.map(|ids| ids.iter().map(|c| c.to_string()).collect());
+    BackfillRequest::new(window, coins, granularity).expect("a valid request")
 }
 
 async fn stubbed(app: &mut TestApp, currencies: &str) -> ChartBook {
@@ -97,11 +102,7 @@ fn model(points: &[(i64, String)], pct: &str) -> Vec<(i64, String)> {
 async fn a_year_on_the_demo_plan_is_chunked_as_the_plan_requires() {
     let mut app = spawn_app().await;
     let book = stubbed(&mut app, "usd").await;
-    let hourly = BackfillRequest {
-        window: Window::Days(365),
-        coins: Some(vec!["bitcoin".into()]),
-        granularity: Granularity::Hourly,
-    };
+    let hourly = request(Window::Days(365), Some(&["bitcoin"]), Granularity::Hourly);
 
     let summary = backfill(&app, &hourly).await;
 
@@ -145,10 +146,7 @@ async fn a_year_on_the_demo_plan_is_chunked_as_the_plan_requires() {
     let mut app = spawn_app().await;
     app.set("COINGECKO_API_PLAN", "pro");
     let book = stubbed(&mut app, "usd").await;
-    let daily = BackfillRequest {
-        granularity: Granularity::Daily,
-        ..hourly
-    };
+    let daily = request(Window::Days(365), Some(&["bitcoin"]), Granularity::Daily);
     let summary = backfill(&app, &daily).await;
     assert_eq!((summary.chunks_done, summary.calls), (1, 1));
     let request = &book.requests()[0];
@@ -400,11 +398,7 @@ async fn a_backfill_beside_live_runs_fills_only_before_the_first_live_row() {
         "SELECT recorded_price::text FROM quotes ORDER BY vs_currency, coin_key",
     )
     .await;
-    let month = BackfillRequest {
-        window: Window::Days(30),
-        coins: None,
-        granularity: Granularity::Hourly,
-    };
+    let month = request(Window::Days(30), None, Granularity::Hourly);
 
     // The next live run and the backfill at once.
     serve_live(now - TimeDelta::days(2)).await;
@@ -516,11 +510,7 @@ async fn the_monthly_call_budget_stops_the_backfill_and_status_shows_what_is_lef
 async fn a_chunk_aged_past_the_demo_plans_year_is_refused_without_a_call() {
     let mut app = spawn_app().await;
     let book = stubbed(&mut app, "usd").await;
-    let request = BackfillRequest {
-        window: Window::Days(100),
-        coins: Some(vec!["bitcoin".into()]),
-        granularity: Granularity::Daily,
-    };
+    let request = request(Window::Days(100), Some(&["bitcoin"]), Granularity::Daily);
     // No time for the answer: the backfill is planned, then left.
     book.delay(std::time::Duration::from_millis(1500));
     let planned = backfiller(&app, &[("FETCH_BUDGET_SECS", "1")])
@@ -534,11 +524,13 @@ async fn a_chunk_aged_past_the_demo_plans_year_is_refused_without_a_call() {
         (planned.outcome, planned.chunks_left),
         (BackfillOutcome::OutOfTime, 1)
     );
-    // Resumed 400 days later, as far as the chunk can tell.
+    // Resumed 400 days later, as far as the job can tell.
     app.db
         .batch_execute(
             "UPDATE backfill_chunks SET chunk_from = chunk_from - interval '400 days',
-                                        chunk_to = chunk_to - interval '400 days'",
+                                        chunk_to = chunk_to - interval '400 days';
+             UPDATE backfill_jobs SET window_from = window_from - interval '400 days',
+                                      window_to = window_to - interval '400 days'",
         )
         .await
         .unwrap();
@@ -546,11 +538,447 @@ async fn a_chunk_aged_past_the_demo_plans_year_is_refused_without_a_call() {
     let resumed = backfill(&app, &request).await;
 
     assert_eq!(resumed.outcome, BackfillOutcome::Finished);
-    assert_eq!((resumed.chunks_refused, resumed.calls), (1, 0));
     assert!(
         resumed.refused[0].error.contains("365 days"),
         "{:?}",
         resumed.refused
     );
-    assert_eq!(book.requests().len(), asked, "not asked");
+    // The old job's chunk is given up unasked; the last 100 days of today get a job of their own.
+    assert_eq!(
+        (resumed.chunks_refused, resumed.chunks_done, resumed.calls),
+        (1, 1, 1)
+    );
+    let requests = book.requests();
+    assert_eq!(requests.len(), asked + 1);
+    let today = Utc::now().timestamp();
+    assert!(
+        requests[asked].from > today - 101 * 86_400,
+        "{:?}: only today's window is asked",
+        requests[asked]
+    );
+}
+
+/// A `/coins/markets` row with a rank, so that the tracked coins are the first by market cap.
+fn ranked(id: &str, rank: u32, at: DateTime<Utc>) -> String {
+    let at = at.format("%Y-%m-%dT%H:%M:%S%.3fZ");
+    format!(
+        r#"{{"id":"{id}","symbol":"{id}","name":"Coin {id}","current_price":100.5,"market_cap":1000,"market_cap_rank":{rank},"total_volume":10,"last_updated":"{at}"}}"#
+    )
+}
+
+/// One live run serving `coins` (in rank order) on the stub, beside the chart book.
+async fn live_run(app: &TestApp, book: &ChartBook, coins: &[&str], at: DateTime<Utc>) {
+    let rows: Vec<String> = coins
+        .iter()
+        .zip(1..)
+        .map(|(id, rank)| ranked(id, rank, at))
+        .collect();
+    app.serve(&[page(&rows)]).await;
+    book.serve_on(&app.coingecko).await;
+    app.run().await;
+}
+
+/// The two columns of a query's rows.
+async fn two_columns<A, B>(app: &TestApp, sql: &str) -> Vec<(A, B)>
+where
+    A: for<'a> tokio_postgres::types::FromSql<'a>,
+    B: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    let rows = app.db.query(sql, &[]).await.unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+/// The (coin, currency) pairs with backfilled rows.
+async fn backfilled_pairs(app: &TestApp) -> BTreeSet<(String, String)> {
+    two_columns::<String, String>(
+        app,
+        "SELECT DISTINCT coin_id, vs_currency FROM price_history WHERE source = 'backfill'",
+    )
+    .await
+    .into_iter()
+    .collect()
+}
+
+fn pair(coin: &str, currency: &str) -> (String, String) {
+    (coin.to_string(), currency.to_string())
+}
+
+#[tokio::test]
+async fn coins_and_currencies_a_finished_backfill_never_covered_get_their_own_chunks() {
+    let mut app = spawn_app().await;
+    app.set("TOP_N", "2");
+    let book = stubbed(&mut app, "usd").await;
+    let now = Utc::now();
+    // The live runs track bitcoin and ethereum; a month of backfill finishes for them.
+    live_run(
+        &app,
+        &book,
+        &["bitcoin", "ethereum"],
+        now - TimeDelta::days(2),
+    )
+    .await;
+    let month = request(Window::Days(30), None, Granularity::Daily);
+    let first = backfill(&app, &month).await;
+    assert_eq!(
+        (first.outcome, first.chunks_done),
+        (BackfillOutcome::Finished, 2)
+    );
+    assert_eq!(
+        backfill(&app, &month).await.outcome,
+        BackfillOutcome::AlreadyDone,
+        "nothing new: nothing to do"
+    );
+
+    // Solana enters the top 2: the same backfill now has a coin to cover, and only that one.
+    live_run(
+        &app,
+        &book,
+        &["solana", "bitcoin"],
+        now - TimeDelta::days(1),
+    )
+    .await;
+    let asked = book.requests().len();
+    let second = backfill(&app, &month).await;
+    assert_eq!(
+        (second.outcome, second.chunks_done),
+        (BackfillOutcome::Finished, 1),
+        "{second:?}"
+    );
+    let requests = book.requests();
+    assert_eq!(requests.len(), asked + 1);
+    assert_eq!(requests[asked].coin_id, "solana");
+    let solana = request(Window::Days(30), Some(&["solana"]), Granularity::Daily);
+    assert_eq!(
+        backfill(&app, &solana).await.outcome,
+        BackfillOutcome::AlreadyDone
+    );
+
+    // A new currency: bitcoin has no eur yet.
+    app.set("VS_CURRENCIES", "usd,eur");
+    let bitcoin = request(Window::Days(30), Some(&["bitcoin"]), Granularity::Daily);
+    let third = backfill(&app, &bitcoin).await;
+    assert_eq!(
+        (third.outcome, third.chunks_done),
+        (BackfillOutcome::Finished, 1),
+        "{third:?}"
+    );
+    assert_eq!(book.requests().last().unwrap().vs_currency, "eur");
+    let pairs = backfilled_pairs(&app).await;
+    for covered in [
+        pair("bitcoin", "usd"),
+        pair("ethereum", "usd"),
+        pair("solana", "usd"),
+        pair("bitcoin", "eur"),
+    ] {
+        assert!(pairs.contains(&covered), "{covered:?}: {pairs:?}");
+    }
+
+    // Status tells the tracked coins (solana, bitcoin) in both currencies: solana's eur is left.
+    let output = common::cli(&app, &["status", "--json"], &[]).await;
+    let coverage = &common::stdout_json(&output)["backfill"]["coverage"];
+    let states: Vec<(String, String, String)> = coverage["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let text = |key: &str| p[key].as_str().unwrap().to_string();
+            (text("coin_id"), text("vs_currency"), text("state"))
+        })
+        .collect();
+    let state = |coin: &str, vs: &str, state: &str| (coin.into(), vs.into(), state.into());
+    assert_eq!(
+        states,
+        [
+            state("solana", "usd", "covered"),
+            state("solana", "eur", "not_covered"),
+            state("bitcoin", "usd", "covered"),
+            state("bitcoin", "eur", "covered"),
+        ]
+    );
+    assert_eq!(coverage["granularity"], "hourly");
+    let output = common::cli(&app, &["status"], &[]).await;
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("3 of 4 coins and currencies covered; not covered: solana eur"),
+        "{text}"
+    );
+
+    // The default backfill covers the rest; then everything is covered.
+    let fourth = backfill(&app, &month).await;
+    assert_eq!(
+        (fourth.outcome, fourth.chunks_done),
+        (BackfillOutcome::Finished, 1),
+        "{fourth:?}"
+    );
+    assert_eq!(
+        backfill(&app, &month).await.outcome,
+        BackfillOutcome::AlreadyDone
+    );
+    let output = common::cli(&app, &["status"], &[]).await;
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("4 of 4 coins and currencies covered"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_open_backfill_is_finished_first_then_the_request_gets_its_own() {
+    let mut app = spawn_app().await;
+    let book = stubbed(&mut app, "usd").await;
+    let window = || Window::Range {
+        from: at("2026-06-01T00:00:00Z"),
+        to: Some(at("2026-08-01T00:00:00Z")),
+    };
+    let first = request(
+        window(),
+        Some(&["bitcoin", "ethereum"]),
+        Granularity::Hourly,
+    );
+    // Planned, then left open: no time for an answer.
+    book.delay(std::time::Duration::from_millis(1500));
+    let planned = backfiller(&app, &[("FETCH_BUDGET_SECS", "1")])
+        .await
+        .backfill(&first, None)
+        .await
+        .unwrap();
+    assert_eq!(planned.outcome, BackfillOutcome::OutOfTime);
+    book.delay(std::time::Duration::ZERO);
+
+    // Another request meanwhile: the open one is finished, then solana gets its own job.
+    let other = request(window(), Some(&["solana"]), Granularity::Hourly);
+    let summary = backfill(&app, &other).await;
+    assert_eq!(summary.outcome, BackfillOutcome::Finished, "{summary:?}");
+    assert_eq!(summary.chunks_done, 3, "{summary:?}");
+    let pairs = backfilled_pairs(&app).await;
+    assert_eq!(
+        pairs.into_iter().collect::<Vec<_>>(),
+        [
+            pair("bitcoin", "usd"),
+            pair("ethereum", "usd"),
+            pair("solana", "usd")
+        ]
+    );
+    for asked in [first, other] {
+        assert_eq!(
+            backfill(&app, &asked).await.outcome,
+            BackfillOutcome::AlreadyDone
+        );
+    }
+    // A window reaching past what was covered is not covered.
+    let longer = range(
+        "2026-06-01T00:00:00Z",
+        "2026-09-01T00:00:00Z",
+        &["bitcoin"],
+        Granularity::Hourly,
+    );
+    assert_eq!(
+        backfill(&app, &longer).await.outcome,
+        BackfillOutcome::Finished
+    );
+}
+
+#[tokio::test]
+async fn repeated_coins_count_once_and_empty_ids_are_refused_on_every_path() {
+    let mut app = spawn_app().await;
+    let book = stubbed(&mut app, "usd").await;
+
+    for (coins, refused) in [("newcoin,newcoin", 1), ("bitcoin,bitcoin", 0)] {
+        let output = common::cli(&app, &["backfill", "--days", "3", "--coins", coins], &[]).await;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{coins}: {}",
+            common::last_stderr_line(&output)
+        );
+        let summary = common::stdout_json(&output);
+        assert_eq!(summary["outcome"], "finished", "{coins}: {summary}");
+        assert_eq!(
+            summary["refused"].as_array().unwrap().len(),
+            refused,
+            "{coins}"
+        );
+        assert_eq!(summary["calls"], 1, "{coins}: one chunk, asked once");
+    }
+    let calls = book.requests().len();
+    assert_eq!(calls, 2);
+
+    let output = common::cli(&app, &["backfill", "--days", "3", "--coins", ","], &[]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let cause = common::last_stderr_line(&output);
+    assert!(
+        cause.contains("coin id number 1 is empty") && cause.contains("--coins bitcoin,ethereum"),
+        "{cause}"
+    );
+
+    let function = backfiller(&app, &[]).await;
+    let payload = serde_json::json!({"backfill": {"days": 3, "coins": [""]}});
+    let refused = coingecko_cdc::lambda::handle(
+        &function,
+        lambda_runtime::LambdaEvent::new(payload, lambda_runtime::Context::default()),
+    )
+    .await
+    .expect_err("an empty coin id is refused");
+    let diagnostic = lambda_runtime::Diagnostic::from(refused);
+    assert_eq!(diagnostic.error_type, "UnrecognisedEvent");
+    assert!(
+        diagnostic.error_message.contains("is empty"),
+        "{}",
+        diagnostic.error_message
+    );
+    assert_eq!(book.requests().len(), calls, "no call for an empty id");
+    let empty: Vec<i64> =
+        common::column(&app.db, "SELECT count(*) FROM coins WHERE coin_id = ''").await;
+    assert_eq!(empty, [0]);
+}
+
+#[tokio::test]
+async fn a_backfill_writes_only_inside_its_window_and_says_the_granularity_its_rows_carry() {
+    let mut app = spawn_app().await;
+    let book = stubbed(&mut app, "usd").await;
+
+    // One day, daily by default: on the Demo plan one 2-day request, which comes hourly.
+    let output = common::cli(
+        &app,
+        &["backfill", "--days", "1", "--coins", "bitcoin"],
+        &[],
+    )
+    .await;
+    let summary = common::stdout_json(&output);
+    assert_eq!(summary["outcome"], "finished", "{summary}");
+    let request = &book.requests()[0];
+    assert_eq!(request.to - request.from, 2 * 86_400, "fetched wider");
+    assert_eq!(summary["granularity"], "hourly");
+    let from: DateTime<Utc> = summary["window_from"].as_str().unwrap().parse().unwrap();
+    let to: DateTime<Utc> = summary["window_to"].as_str().unwrap().parse().unwrap();
+    let rows: Vec<(DateTime<Utc>, Option<String>)> = two_columns(
+        &app,
+        "SELECT source_updated_at, granularity FROM price_history",
+    )
+    .await;
+    assert!(!rows.is_empty());
+    for (at, granularity) in &rows {
+        assert!(from <= *at && *at < to, "{at} outside {from} to {to}");
+        assert_eq!(granularity.as_deref(), Some("hourly"));
+    }
+    assert_eq!(
+        summary["history_inserted"].as_u64(),
+        Some(rows.len() as u64)
+    );
+    let output = common::cli(&app, &["status", "--json"], &[]).await;
+    let status = common::stdout_json(&output);
+    assert_eq!(status["backfill"]["progress"]["granularity"], "hourly");
+}
+
+#[tokio::test]
+async fn the_monthly_budget_counts_the_calls_of_a_failed_live_run() {
+    let mut app = spawn_app().await;
+    app.set("COINGECKO_MAX_ATTEMPTS", "3");
+    let book = stubbed(&mut app, "usd").await;
+    wiremock::Mock::given(wiremock::matchers::path("/coins/markets"))
+        .respond_with(wiremock::ResponseTemplate::new(500).set_body_string("down"))
+        .mount(&app.coingecko)
+        .await;
+    app.try_run(None).await.expect_err("CoinGecko is down");
+
+    let budget = [("COINGECKO_MONTHLY_CALL_BUDGET", "3")];
+    let request = request(Window::Days(30), Some(&["bitcoin"]), Granularity::Daily);
+    let summary = backfiller(&app, &budget)
+        .await
+        .backfill(&request, None)
+        .await
+        .unwrap();
+    assert_eq!(summary.outcome, BackfillOutcome::OutOfMonthlyCalls);
+    assert_eq!(summary.calls, 0);
+    assert!(book.requests().is_empty(), "no 4th call");
+    let calls: Vec<Option<i32>> = common::column(
+        &app.db,
+        "SELECT calls FROM ingest_runs WHERE status = 'failed'",
+    )
+    .await;
+    assert_eq!(calls, [Some(3)], "three attempts, three calls");
+}
+
+#[tokio::test]
+async fn a_backfill_whose_process_died_is_taken_over_once_its_lease_is_over() {
+    let mut app = spawn_app().await;
+    let book = stubbed(&mut app, "usd").await;
+    // The lease: the fetch's 2 s, the apply's 1 s + 1 s, and 5 s.
+    let settings = [
+        ("FETCH_BUDGET_SECS", "2"),
+        ("DB_LOCK_TIMEOUT_SECS", "1"),
+        ("DB_STATEMENT_TIMEOUT_SECS", "1"),
+    ];
+    book.delay(std::time::Duration::from_secs(60));
+    let mut dying = tokio::process::Command::new(env!("CARGO_BIN_EXE_coingecko-cdc"))
+        .args(["backfill", "--days", "30", "--coins", "bitcoin"])
+        .env_clear()
+        .envs(app.env())
+        .envs(settings)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let leased = loop {
+        let lease: Vec<(DateTime<Utc>, DateTime<Utc>)> = two_columns(
+            &app,
+            "SELECT created_at, leased_until FROM backfill_jobs WHERE leased_by IS NOT NULL",
+        )
+        .await;
+        if let Some(&lease) = lease.first() {
+            break lease;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    dying.kill().await.unwrap();
+    book.delay(std::time::Duration::ZERO);
+    let (created, until) = leased;
+    assert!(
+        until - created <= TimeDelta::seconds(10),
+        "the lease is the invocation's own bounds: {created} to {until}"
+    );
+
+    let request = request(Window::Days(30), Some(&["bitcoin"]), Granularity::Daily);
+    let early = backfiller(&app, &settings)
+        .await
+        .backfill(&request, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        early.outcome,
+        BackfillOutcome::Busy,
+        "within the dead one's lease"
+    );
+    let wait = (until - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + std::time::Duration::from_millis(200)).await;
+    let taken_over = backfiller(&app, &settings)
+        .await
+        .backfill(&request, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            taken_over.outcome,
+            taken_over.chunks_done,
+            taken_over.job_id
+        ),
+        (BackfillOutcome::Finished, 1, early.job_id)
+    );
+}
+
+#[tokio::test]
+async fn a_backfill_that_cannot_start_holds_no_lease() {
+    let mut app = spawn_app().await;
+    stubbed(&mut app, "usd").await;
+    // Too large to add to a clock: refused or failed, it must fail before the job is leased.
+    let output = common::cli(
+        &app,
+        &["backfill", "--days", "3", "--coins", "bitcoin"],
+        &[("FETCH_BUDGET_SECS", "18446744073709551615")],
+    )
+    .await;
+    assert_ne!(output.status.code(), Some(0));
+    let request = request(Window::Days(3), Some(&["bitcoin"]), Granularity::Daily);
+    let next = backfill(&app, &request).await;
+    assert_eq!(next.outcome, BackfillOutcome::Finished, "{next:?}");
 }

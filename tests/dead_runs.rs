@@ -368,7 +368,7 @@ async fn a_frozen_run_found_abandoned_applies_nothing_when_it_wakes() {
     );
     drop(apply);
     // Its failure does not overwrite the verdict.
-    frozen.fail_run(run_id, "woke too late").await.unwrap();
+    frozen.fail_run(run_id, "woke too late", 0).await.unwrap();
     let row = run_row(&app.db, run_id).await;
     assert_eq!(row.status, "abandoned");
     assert!(row.error.unwrap().contains("lease ran out"));

@@ -104,8 +104,8 @@ async fn each_event_in_events_does_what_it_asks_and_a_redelivery_is_a_duplicate(
     );
     assert_eq!(again.status, RunState::Duplicate);
     assert_eq!(app.count("price_history").await, 100);
-    // The tracked coins' live rows are from 2024, before the last 365 days: the backfill asks
-    // for each coin's year and has nothing to fill.
+    // The tracked coins' live rows are from 2024, before the last 365 days: the backfill has
+    // nothing to fill, and asks CoinGecko nothing.
     common::market_chart::ChartBook::default()
         .serve_on(&app.coingecko)
         .await;
@@ -113,10 +113,14 @@ async fn each_event_in_events_does_what_it_asks_and_a_redelivery_is_a_duplicate(
     else {
         panic!("not a backfill")
     };
-    assert_eq!(backfilled.outcome, BackfillOutcome::Finished);
+    assert_eq!(backfilled.outcome, BackfillOutcome::AlreadyDone);
     assert_eq!(
-        (backfilled.chunks_done, backfilled.history_inserted),
-        (100, 0)
+        (
+            backfilled.chunks_done,
+            backfilled.calls,
+            backfilled.history_inserted
+        ),
+        (0, 0, 0)
     );
     let migrated = handle(&function, event("migrate.json")).await.unwrap();
     assert_eq!(

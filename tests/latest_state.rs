@@ -326,11 +326,12 @@ async fn tracked_top(db: &tokio_postgres::Client) -> Vec<String> {
 /// The coins the next backfill of the tracked coins would take, in its order.
 async fn backfill_choice(app: &TestApp) -> Vec<String> {
     let backfiller = app.app_with(&[], SecretsManager::default()).await;
-    let request = BackfillRequest {
-        window: Window::Days(3),
-        coins: None,
-        granularity: Granularity::Daily,
+    // The weeks before the live rows of 2026-11-27: what a backfill fills.
+    let window = Window::Range {
+        from: "2026-11-01T00:00:00Z".parse().unwrap(),
+        to: Some("2026-11-20T00:00:00Z".parse().unwrap()),
     };
+    let request = BackfillRequest::new(window, None, Granularity::Daily).unwrap();
     backfiller.backfill(&request, None).await.unwrap();
     let chosen = common::column(
         &app.db,

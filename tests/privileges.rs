@@ -62,14 +62,15 @@ async fn the_ingest_role_runs_an_ingest_and_can_do_nothing_more() {
     common::market_chart::ChartBook::default()
         .serve_on(&app.coingecko)
         .await;
-    let august = BackfillRequest {
-        window: Window::Range {
+    let august = BackfillRequest::new(
+        Window::Range {
             from: "2024-08-01T00:00:00Z".parse().unwrap(),
             to: Some("2024-09-01T00:00:00Z".parse().unwrap()),
         },
-        coins: Some(vec!["bitcoin".into()]),
-        granularity: Granularity::Daily,
-    };
+        Some(vec!["bitcoin".into()]),
+        Granularity::Daily,
+    )
+    .unwrap();
     let backfilled = app
         .app_with(&[], SecretsManager::default())
         .await

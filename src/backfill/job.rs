@@ -1,10 +1,11 @@
-//! One backfill invocation: lease the job (or start it), then fetch and apply its chunks in order
-//! until none is left or the time or the monthly calls run out. Each chunk lands in its own
-//! transaction, so an invocation cut off anywhere leaves whole chunks, and the next continues.
+//! One backfill invocation: lease the open job, or start one for the coins and currencies that
+//! earlier backfills do not cover, then fetch and apply its chunks in order until none is left or
+//! the time or the monthly calls run out. Each chunk lands in its own transaction, so an
+//! invocation cut off anywhere leaves whole chunks, and the next continues.
 
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -14,31 +15,11 @@ use crate::coingecko::{Call, ChartSession, CoinGeckoClient, FetchError, TimeLimi
 use crate::config::{ApiPlan, CoinSelection, IngestConfig};
 use crate::market::ChartPoint;
 use crate::store::{
-    BackfillCoins, BackfillJob, Claim, NewBackfill, PendingChunk, Store, StoreError, LEASE_MARGIN,
+    BackfillCoins, BackfillJob, BackfillWindow, Claim, NewBackfill, PendingChunk, Store,
+    StoreError, LEASE_MARGIN,
 };
 use crate::summary::{BackfillOutcome, BackfillSummary, RefusedCoin};
 
-/// The summary's last words: how the invocation ended, for which job, in how long.
-fn ended(
-    summary: BackfillSummary,
-    outcome: BackfillOutcome,
-    job: Option<&BackfillJob>,
-    started: Instant,
-) -> BackfillSummary {
-    BackfillSummary {
-        outcome,
-        job_id: job.map(|j| j.job_id),
-        window_from: job.map(|j| j.window_from),
-        window_to: job.map(|j| j.window_to),
-        granularity: job.map(|j| j.granularity.as_str().to_string()),
-        duration_ms: started.elapsed().as_millis() as u64,
-        ..summary
-    }
-}
-
-/// How long an invocation's hold on the job lasts past its last chunk: a dead invocation's
-/// job is taken over after this.
-const LEASE: TimeDelta = TimeDelta::minutes(5);
 /// The Demo plan refuses a `from` older than 365 days when the request arrives, not when the job
 /// was planned: requests made later start this much inside the limit.
 const DEMO_HISTORY_MARGIN: TimeDelta = TimeDelta::minutes(5);
@@ -59,8 +40,77 @@ pub struct Backfill<'a> {
     pub settings: &'a IngestConfig,
 }
 
+/// The time bounds of one invocation, worked out before it leases anything (saturating: no
+/// setting can make them overflow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Bounds {
+    /// The fetches end by then: `FETCH_BUDGET_SECS`, or the Lambda's time left less the apply.
+    limit: TimeLimit,
+    /// The ledger row's lease, as a run's: the limit, the wait for the run lock, a margin.
+    run_lease: Duration,
+    /// The job's lease: by then the invocation has ended, its last apply included (the limit,
+    /// `DB_LOCK_TIMEOUT_SECS`, `DB_STATEMENT_TIMEOUT_SECS`, a margin). A process that dies holding
+    /// the job is taken over once it has passed.
+    job_lease: TimeDelta,
+}
+
+impl Bounds {
+    fn new(
+        coingecko: &CoinGeckoClient,
+        settings: &IngestConfig,
+        time_left: Option<Duration>,
+    ) -> Self {
+        let apply = settings
+            .lock_timeout
+            .saturating_add(settings.statement_timeout);
+        let limit = coingecko.time_limit(time_left.map(|left| left.saturating_sub(apply)));
+        let run_lease = limit
+            .duration
+            .saturating_add(settings.lock_timeout)
+            .saturating_add(LEASE_MARGIN);
+        let job_lease = limit
+            .duration
+            .saturating_add(apply)
+            .saturating_add(LEASE_MARGIN);
+        Self {
+            limit,
+            run_lease,
+            job_lease: TimeDelta::from_std(job_lease).unwrap_or(TimeDelta::MAX),
+        }
+    }
+}
+
+/// The coins a backfill without coins asks for: `COIN_IDS`, else the `TOP_N` the live runs track.
+pub fn default_coins(coingecko: &CoinGeckoClient) -> BackfillCoins {
+    match coingecko.selection() {
+        CoinSelection::Ids(ids) => BackfillCoins::Ids(ids.clone()),
+        CoinSelection::Top(n) => BackfillCoins::Tracked {
+            vs_currency: coingecko.vs_currencies()[0].clone(),
+            limit: i64::try_from(*n).unwrap_or(i64::MAX),
+        },
+    }
+}
+
+/// The summary's description of the job worked on, or of the window asked for.
+fn describe(summary: &mut BackfillSummary, job_id: Option<Uuid>, window: &BackfillWindow) {
+    summary.job_id = job_id;
+    summary.window_from = Some(window.from);
+    summary.window_to = Some(window.to);
+    summary.granularity = Some(window.granularity.as_str().to_string());
+}
+
+fn job_window(job: &BackfillJob) -> BackfillWindow {
+    BackfillWindow {
+        from: job.window_from,
+        to: job.window_to,
+        ends_now: false,
+        granularity: job.granularity,
+    }
+}
+
 impl Backfill<'_> {
-    /// One invocation, within `time_left` (the Lambda's) or `FETCH_BUDGET_SECS`.
+    /// One invocation, within `time_left` (the Lambda's) or `FETCH_BUDGET_SECS`. Everything that
+    /// can fail without I/O (the plan, the bounds) is done before the job is leased.
     pub async fn run(
         &self,
         store: &mut Store,
@@ -70,94 +120,130 @@ impl Backfill<'_> {
         let started = Instant::now();
         let run_id = Uuid::now_v7();
         let now = Utc::now();
-        let (from, to) = match request.window {
-            Window::Days(days) => window_for_days(days, now),
-            Window::Range { from, to } => (from, to.unwrap_or(now)),
-        };
-        let currencies = self.coingecko.vs_currencies().to_vec();
-        let new = NewBackfill {
-            window_from: from,
-            window_to: to.min(now),
-            granularity: request.granularity,
-            coins: self.coins(request),
-            chunks: plan_chunks(from, to, self.coingecko.plan(), request.granularity, now)?,
-            currencies,
-        };
+        let new = self.plan(request, now)?;
+        let bounds = Bounds::new(self.coingecko, self.settings, time_left);
+        let lease_until = now
+            .checked_add_signed(bounds.job_lease)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let mut session = self.coingecko.chart_session(bounds.limit);
         let mut summary = BackfillSummary::new(run_id);
-        let claim = store
-            .begin_apply(self.settings.lock_timeout, self.settings.statement_timeout)
-            .await?
-            .claim_backfill(run_id, now + LEASE, &new)
-            .await?;
-        let job = match claim {
-            Claim::Leased { job, created } => {
-                if !created {
-                    tracing::info!(job_id = %job.job_id, from = %job.window_from, to = %job.window_to, "continuing the open backfill");
-                }
-                job
-            }
-            Claim::Busy { job, until } => {
-                tracing::info!(job_id = %job.job_id, %until, "another invocation is working on the backfill");
-                return Ok(ended(summary, BackfillOutcome::Busy, Some(&job), started));
-            }
-            Claim::Covered(job) => {
-                tracing::info!(job_id = %job.job_id, "a finished backfill already covers this window");
-                return Ok(ended(
-                    summary,
-                    BackfillOutcome::AlreadyDone,
-                    Some(&job),
-                    started,
-                ));
-            }
-            Claim::NoCoins => {
-                return Ok(ended(summary, BackfillOutcome::NoCoins, None, started));
-            }
-        };
-        // Before a deadline, the last chunk's apply may wait this long for the lock and its
-        // statement: the fetch leaves it that, as a run's does.
-        let apply_bound = self
-            .settings
-            .lock_timeout
-            .saturating_add(self.settings.statement_timeout);
-        let limit = self
-            .coingecko
-            .time_limit(time_left.map(|left| left.saturating_sub(apply_bound)));
-        let lease = limit
-            .duration
-            .saturating_add(self.settings.lock_timeout)
-            .saturating_add(LEASE_MARGIN);
-        store.start_backfill_run(run_id, lease).await?;
-        let result = self.work(store, &job, run_id, limit, &mut summary).await;
-        let outcome = match result {
+        store.start_backfill_run(run_id, bounds.run_lease).await?;
+        let outcome = self
+            .claim_and_work(store, &new, run_id, lease_until, &mut session, &mut summary)
+            .await;
+        let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(error) => {
-                // The lease goes back at once: the next invocation need not wait for it.
-                let _ = store.release_backfill(job.job_id, run_id).await;
-                if let Err(e) = store.fail_run(run_id, &error.to_string()).await {
+                if let Err(e) = store
+                    .fail_run(run_id, &error.to_string(), summary.calls)
+                    .await
+                {
                     tracing::warn!(%run_id, error = %e, "could not record the failure");
                 }
                 return Err(error);
             }
         };
-        if outcome != BackfillOutcome::Finished {
-            store.release_backfill(job.job_id, run_id).await?;
+        if summary.job_id.is_some() && outcome != BackfillOutcome::Busy {
+            if let Some(progress) = store.backfill_progress().await? {
+                summary.chunks_left = progress.chunks_left;
+            }
         }
-        if let Some(progress) = store.backfill_progress().await? {
-            summary.chunks_left = progress.chunks_left;
-        }
-        let summary = ended(summary, outcome, Some(&job), started);
+        summary.outcome = outcome;
+        summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         store.finish_backfill_run(run_id, &summary).await?;
         tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "backfill invocation finished");
         Ok(summary)
     }
 
-    fn coins(&self, request: &BackfillRequest) -> BackfillCoins {
-        match (&request.coins, self.coingecko.selection()) {
-            (Some(ids), _) | (None, CoinSelection::Ids(ids)) => BackfillCoins::Ids(ids.clone()),
-            (None, CoinSelection::Top(n)) => BackfillCoins::Tracked {
-                vs_currency: self.coingecko.vs_currencies()[0].clone(),
-                limit: *n as i64,
+    /// The request's window, granularity, coins, currencies and chunks.
+    fn plan(
+        &self,
+        request: &BackfillRequest,
+        now: DateTime<Utc>,
+    ) -> Result<NewBackfill, PlanError> {
+        let (from, to) = match request.window() {
+            Window::Days(days) => window_for_days(days, now),
+            Window::Range { from, to } => (from, to.unwrap_or(now)),
+        };
+        let chunks = plan_chunks(from, to, self.coingecko.plan(), request.granularity(), now)?;
+        Ok(NewBackfill {
+            window: BackfillWindow {
+                from,
+                to: to.min(now),
+                ends_now: to >= now,
+                // One granularity a plan: the one its rows carry.
+                granularity: chunks
+                    .first()
+                    .map_or(request.granularity(), |c| c.granularity),
             },
+            coins: self.coins(request),
+            chunks,
+            currencies: self.coingecko.vs_currencies().to_vec(),
+        })
+    }
+
+    /// Leases the open job, or starts one for what is not covered, and works it. An open job
+    /// continued may be another request's: once it is finished, this request's coins and
+    /// currencies get their own job, in the same invocation.
+    async fn claim_and_work(
+        &self,
+        store: &mut Store,
+        new: &NewBackfill,
+        run_id: Uuid,
+        lease_until: DateTime<Utc>,
+        session: &mut ChartSession,
+        summary: &mut BackfillSummary,
+    ) -> Result<BackfillOutcome, BackfillError> {
+        let mut finished_one = false;
+        loop {
+            let claim = store
+                .begin_apply(self.settings.lock_timeout, self.settings.statement_timeout)
+                .await?
+                .claim_backfill(run_id, lease_until, new)
+                .await?;
+            let (job, created) = match claim {
+                Claim::Leased { job, created } => (job, created),
+                Claim::Busy { job, until } => {
+                    tracing::info!(job_id = %job.job_id, %until, "another invocation is working on the backfill");
+                    describe(summary, Some(job.job_id), &job_window(&job));
+                    return Ok(BackfillOutcome::Busy);
+                }
+                Claim::Covered if finished_one => return Ok(BackfillOutcome::Finished),
+                Claim::Covered => {
+                    tracing::info!("earlier backfills already cover every coin and currency asked for over this window");
+                    describe(summary, None, &new.window);
+                    return Ok(BackfillOutcome::AlreadyDone);
+                }
+                Claim::NoCoins if finished_one => return Ok(BackfillOutcome::Finished),
+                Claim::NoCoins => return Ok(BackfillOutcome::NoCoins),
+            };
+            if !created {
+                tracing::info!(job_id = %job.job_id, from = %job.window_from, to = %job.window_to, "continuing the open backfill");
+            }
+            describe(summary, Some(job.job_id), &job_window(&job));
+            let outcome = match self.work(store, &job, run_id, session, summary).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    // The lease goes back at once: the next invocation need not wait for it.
+                    let _ = store.release_backfill(job.job_id, run_id).await;
+                    return Err(error);
+                }
+            };
+            if outcome != BackfillOutcome::Finished {
+                store.release_backfill(job.job_id, run_id).await?;
+                return Ok(outcome);
+            }
+            if created || finished_one {
+                return Ok(outcome);
+            }
+            finished_one = true;
+        }
+    }
+
+    fn coins(&self, request: &BackfillRequest) -> BackfillCoins {
+        match request.coins() {
+            Some(ids) => BackfillCoins::Ids(ids.to_vec()),
+            None => default_coins(self.coingecko),
         }
     }
 
@@ -167,10 +253,9 @@ impl Backfill<'_> {
         store: &mut Store,
         job: &BackfillJob,
         run_id: Uuid,
-        limit: TimeLimit,
+        session: &mut ChartSession,
         summary: &mut BackfillSummary,
     ) -> Result<BackfillOutcome, BackfillError> {
-        let mut session = self.coingecko.chart_session(limit);
         let budget = self.coingecko.monthly_call_budget();
         let mut spent = match budget {
             Some(_) => store.calls_this_month().await?,
@@ -188,10 +273,11 @@ impl Backfill<'_> {
                 return Ok(BackfillOutcome::OutOfMonthlyCalls);
             }
             let calls_before = session.calls();
-            let fetched = self.fetch(&mut session, &chunk).await;
-            let calls = (session.calls() - calls_before) as i32;
-            spent += calls as u64;
-            summary.calls += calls as u64;
+            let fetched = self.fetch(session, &chunk).await;
+            let made = session.calls().saturating_sub(calls_before);
+            let calls = i32::try_from(made).unwrap_or(i32::MAX);
+            spent = spent.saturating_add(made);
+            summary.calls += made;
             let chart = match fetched {
                 Ok(chart) => chart,
                 Err(error @ (FetchError::OutOfPlanRange { .. } | FetchError::Refused { .. })) => {
@@ -218,53 +304,79 @@ impl Backfill<'_> {
             for skipped in &chart.skipped {
                 tracing::warn!(coin_id = %chunk.coin_id, vs_currency = %chunk.vs_currency, at = ?skipped.at, reason = %skipped.reason, "chart point skipped");
             }
-            let apply = store
-                .begin_apply(self.settings.lock_timeout, self.settings.statement_timeout)
-                .await?;
-            apply.hold_run(run_id).await?;
-            if !apply
-                .chunk_is_ours(job.job_id, chunk.position, run_id)
-                .await?
-            {
-                tracing::warn!(job_id = %job.job_id, "another invocation took the backfill over: stopping");
-                return Ok(BackfillOutcome::Busy);
-            }
-            let bounds = apply
-                .series_bounds(chunk.coin_key, &chunk.vs_currency, chunk.chunk.from)
-                .await?;
-            let fillable: Vec<&ChartPoint> = chart
-                .points
-                .iter()
-                .filter(|p| {
-                    chunk.chunk.contains(p.at) && bounds.fill_until.is_none_or(|u| p.at < u)
-                })
-                .collect();
-            let recordable = cdc::recordable_series(
-                fillable.iter().map(|p| p.price),
-                bounds.reference,
-                self.settings.threshold_pct,
-            );
-            let recorded: Vec<&ChartPoint> = fillable
-                .iter()
-                .zip(recordable)
-                .filter_map(|(p, record)| record.then_some(*p))
-                .collect();
-            let written = apply
-                .write_chunk(
-                    run_id,
-                    job.job_id,
-                    &chunk,
-                    &recorded,
-                    chart.points.len() as i32,
-                    calls,
-                    Utc::now() + LEASE,
-                )
-                .await?;
-            apply.commit().await?;
+            let written = match self.apply(store, job, run_id, &chunk, &chart, calls).await {
+                Ok(Some(written)) => written,
+                Ok(None) => {
+                    tracing::warn!(job_id = %job.job_id, "another invocation took the backfill over: stopping");
+                    store.add_calls(job.job_id, chunk.position, calls).await?;
+                    return Ok(BackfillOutcome::Busy);
+                }
+                Err(error) => {
+                    // The calls were made: they count against the monthly budget all the same.
+                    if let Err(e) = store.add_calls(job.job_id, chunk.position, calls).await {
+                        tracing::warn!(job_id = %job.job_id, error = %e, "could not count the chunk's calls");
+                    }
+                    return Err(error.into());
+                }
+            };
             summary.chunks_done += 1;
             summary.points += chart.points.len() as u64;
             summary.history_inserted += written;
         }
+    }
+
+    /// Writes a fetched chunk in its own transaction: the points inside the job's window (a
+    /// chunk can be fetched wider than it) and the chunk, before the coin's first live row and
+    /// an earlier backfill's rows, walked by the rule. `None`: the job is no longer ours.
+    async fn apply(
+        &self,
+        store: &mut Store,
+        job: &BackfillJob,
+        run_id: Uuid,
+        chunk: &PendingChunk,
+        chart: &crate::market::Chart,
+        calls: i32,
+    ) -> Result<Option<u64>, StoreError> {
+        let apply = store
+            .begin_apply(self.settings.lock_timeout, self.settings.statement_timeout)
+            .await?;
+        apply.hold_run(run_id).await?;
+        if !apply
+            .chunk_is_ours(job.job_id, chunk.position, run_id)
+            .await?
+        {
+            return Ok(None);
+        }
+        let start = chunk.chunk.from.max(job.window_from);
+        let bounds = apply
+            .series_bounds(chunk.coin_key, &chunk.vs_currency, start)
+            .await?;
+        let in_window = |at| job.window_from <= at && at < job.window_to;
+        let fillable: Vec<&ChartPoint> = chart
+            .points
+            .iter()
+            .filter(|p| {
+                in_window(p.at)
+                    && chunk.chunk.contains(p.at)
+                    && bounds.fill_until.is_none_or(|u| p.at < u)
+            })
+            .collect();
+        let recordable = cdc::recordable_series(
+            fillable.iter().map(|p| p.price),
+            bounds.reference,
+            self.settings.threshold_pct,
+        );
+        let recorded: Vec<&ChartPoint> = fillable
+            .iter()
+            .zip(recordable)
+            .filter_map(|(p, record)| record.then_some(*p))
+            .collect();
+        let fetched = i32::try_from(chart.points.len()).unwrap_or(i32::MAX);
+        let written = apply
+            .write_chunk(run_id, job.job_id, chunk, &recorded, fetched, calls)
+            .await?;
+        apply.commit().await?;
+        Ok(Some(written))
     }
 
     async fn fetch(

@@ -7,8 +7,8 @@
 mod job;
 mod plan;
 
-pub use job::{Backfill, BackfillError};
+pub use job::{default_coins, Backfill, BackfillError};
 pub use plan::{
-    parse_instant, plan_chunks, window_for_days, BackfillRequest, Chunk, Granularity, PlanError,
-    UnknownGranularity, Window,
+    parse_instant, plan_chunks, window_for_days, BackfillRequest, Chunk, CoinsError, Granularity,
+    PlanError, UnknownGranularity, Window,
 };

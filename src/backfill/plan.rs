@@ -73,13 +73,74 @@ pub enum Window {
     },
 }
 
-/// What `coingecko-cdc backfill` and `{"backfill": {…}}` ask for.
+/// What `coingecko-cdc backfill` and `{"backfill": {…}}` ask for. Built only by
+/// [`BackfillRequest::new`], so that every path checks its coins the same way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackfillRequest {
-    pub window: Window,
-    /// These coins; `None`: the coins the live runs track.
-    pub coins: Option<Vec<String>>,
-    pub granularity: Granularity,
+    window: Window,
+    /// These coins, each once; `None`: the coins the live runs track.
+    coins: Option<Vec<String>>,
+    granularity: Granularity,
+}
+
+/// A backfill's coins that name no coin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoinsError {
+    #[error("the backfill's coin id number {position} is empty: give CoinGecko ids such as bitcoin (--coins bitcoin,ethereum; in a payload, \"coins\": [\"bitcoin\", \"ethereum\"])")]
+    Empty { position: usize },
+    #[error("the backfill's coin id number {position} ({id:?}) holds a control character: give CoinGecko ids such as bitcoin")]
+    ControlCharacter { position: usize, id: String },
+}
+
+impl BackfillRequest {
+    /// Checks the coins: an empty id, or one with a control character, is refused, naming its
+    /// position (1-based); a repeated id counts once, in the order first given. No coins at all
+    /// (`Some` of an empty list) means the default coins, as `None` does.
+    pub fn new(
+        window: Window,
+        coins: Option<Vec<String>>,
+        granularity: Granularity,
+    ) -> Result<Self, CoinsError> {
+        let coins = coins
+            .filter(|ids| !ids.is_empty())
+            .map(unique_ids)
+            .transpose()?;
+        Ok(Self {
+            window,
+            coins,
+            granularity,
+        })
+    }
+
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    pub fn coins(&self) -> Option<&[String]> {
+        self.coins.as_deref()
+    }
+
+    pub fn granularity(&self) -> Granularity {
+        self.granularity
+    }
+}
+
+fn unique_ids(ids: Vec<String>) -> Result<Vec<String>, CoinsError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut unique = Vec::with_capacity(ids.len());
+    for (index, id) in ids.into_iter().enumerate() {
+        let position = index + 1;
+        if id.is_empty() {
+            return Err(CoinsError::Empty { position });
+        }
+        if id.chars().any(char::is_control) {
+            return Err(CoinsError::ControlCharacter { position, id });
+        }
+        if seen.insert(id.clone()) {
+            unique.push(id);
+        }
+    }
+    Ok(unique)
 }
 
 /// A time as people write it: a date (`2026-11-01`, its midnight UTC) or an RFC 3339 time.
@@ -581,6 +642,31 @@ mod tests {
             "unknown granularity \"5m\": use \"hourly\" or \"daily\""
         );
         assert!("Hourly".parse::<Granularity>().is_err());
+    }
+
+    #[test]
+    fn a_requests_coins_are_each_taken_once_and_empty_ids_are_refused() {
+        let ids = |list: &[&str]| Some(list.iter().map(|c| c.to_string()).collect());
+        let asked = |list: &[&str]| {
+            BackfillRequest::new(Window::Days(3), ids(list), Granularity::Daily)
+                .map(|r| r.coins().map(<[String]>::to_vec))
+        };
+        assert_eq!(
+            asked(&["newcoin", "alpha", "newcoin", "alpha"]),
+            Ok(ids(&["newcoin", "alpha"]))
+        );
+        assert_eq!(asked(&[]), Ok(None), "no coins: the default ones");
+        assert_eq!(asked(&["", ""]), Err(CoinsError::Empty { position: 1 }));
+        assert_eq!(
+            asked(&["alpha", ""]),
+            Err(CoinsError::Empty { position: 2 })
+        );
+        let err = asked(&["alpha", "be\0ta"]).unwrap_err();
+        assert!(err.to_string().contains("number 2"), "{err}");
+        assert!(
+            asked(&[""]).unwrap_err().to_string().contains("empty"),
+            "names the problem"
+        );
     }
 
     #[test]

@@ -5,15 +5,18 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use tokio_postgres::GenericClient;
+
 use super::apply::Apply;
 use super::error::{During, StoreError};
 use super::params::typed;
 use super::Store;
 use crate::backfill::{Chunk, Granularity};
 use crate::market::ChartPoint;
-use crate::status::BackfillProgress;
+use crate::status::{BackfillProgress, Coverage, CoverageState, PairCoverage};
 
-/// A backfill, as fixed when it started.
+/// A backfill, as fixed when it started: its window, and the granularity its rows carry (the
+/// plan's, which on the Demo plan may differ from the one asked for).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackfillJob {
     pub job_id: Uuid,
@@ -34,12 +37,21 @@ pub enum BackfillCoins {
 /// A backfill to start unless one is open: its window, its coins, currencies and chunks.
 #[derive(Debug, Clone)]
 pub struct NewBackfill {
-    pub window_from: DateTime<Utc>,
-    pub window_to: DateTime<Utc>,
-    pub granularity: Granularity,
+    pub window: BackfillWindow,
     pub coins: BackfillCoins,
     pub currencies: Vec<String>,
     pub chunks: Vec<Chunk>,
+}
+
+/// The time a backfill covers, at the granularity its rows carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackfillWindow {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// The window ends now (`--days`, or no `--to`): the time since an earlier backfill ended is
+    /// the live runs' to record, not a gap (see [`COVERAGE`]).
+    pub ends_now: bool,
+    pub granularity: Granularity,
 }
 
 /// What an invocation found when it asked for work.
@@ -52,8 +64,8 @@ pub enum Claim {
         job: BackfillJob,
         until: DateTime<Utc>,
     },
-    /// A finished backfill already reaches back as far as asked.
-    Covered(BackfillJob),
+    /// Every coin and currency asked for is covered over the window.
+    Covered,
     /// No coin to backfill.
     NoCoins,
 }
@@ -79,8 +91,9 @@ pub struct SeriesBounds {
 }
 
 impl Apply<'_> {
-    /// Leases the open backfill to `invocation` until `lease_until`, or starts `new` when none is
-    /// open and no finished one reaches back to its start, and commits. Under the run lock (this
+    /// Leases the open backfill to `invocation` until `lease_until`, whatever it covers; when none
+    /// is open, starts `new` with chunks for only the coins and currencies that earlier backfills
+    /// do not cover over its window ([`COVERAGE`]), and commits. Under the run lock (this
     /// transaction's), so that two invocations never both start one.
     pub async fn claim_backfill(
         self,
@@ -119,73 +132,56 @@ impl Apply<'_> {
                 created: false,
             });
         }
-        let covering = self.bounded("reading the finished backfills", self.tx.query_typed_opt(
-                &format!("{JOB} WHERE window_from <= $1 AND granularity = $2 ORDER BY created_at DESC LIMIT 1"), &[typed(&new.window_from), typed(&new.granularity.as_str())])).await?;
-        if let Some(row) = covering {
-            return Ok(Claim::Covered(job_from(&row)?));
+        if let BackfillCoins::Ids(ids) = &new.coins {
+            self.bounded(
+                "adding the coins to backfill",
+                self.tx.execute_typed(
+                    "INSERT INTO coins (coin_id, first_seen_at, last_seen_at)
+                     SELECT id, now(), now() FROM unnest($1::text[]) AS id
+                     WHERE NOT EXISTS (SELECT 1 FROM coins c WHERE c.coin_id = id)",
+                    &[typed(ids)],
+                ),
+            )
+            .await?;
         }
-        const READING_COINS: &str = "reading the coins to backfill";
-        let rows = match &new.coins {
-            BackfillCoins::Ids(ids) => {
-                self.bounded(
-                    "adding the coins to backfill",
-                    self.tx.execute_typed(
-                        "INSERT INTO coins (coin_id, first_seen_at, last_seen_at)
-                         SELECT id, now(), now() FROM unnest($1::text[]) AS id
-                         WHERE NOT EXISTS (SELECT 1 FROM coins c WHERE c.coin_id = id)",
-                        &[typed(ids)],
-                    ),
-                )
-                .await?;
-                self.bounded(
-                    READING_COINS,
-                    self.tx.query_typed(
-                        "SELECT c.coin_key FROM unnest($1::text[]) WITH ORDINALITY AS i(id, n)
-                         JOIN coins c ON c.coin_id = i.id ORDER BY i.n",
-                        &[typed(ids)],
-                    ),
-                )
-                .await?
-            }
-            BackfillCoins::Tracked { vs_currency, limit } => {
-                self.bounded(
-                    READING_COINS,
-                    self.tx.query_typed(
-                        "SELECT q.coin_key FROM quotes q JOIN coins c USING (coin_key)
-                         WHERE q.vs_currency = $1 AND c.tracked
-                         ORDER BY q.market_cap_rank NULLS LAST, q.coin_key LIMIT $2",
-                        &[typed(vs_currency), typed(limit)],
-                    ),
-                )
-                .await?
-            }
-        };
-        let coins: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+        let coins = self
+            .bounded(
+                "reading the coins to backfill",
+                coin_keys(&self.tx, &new.coins),
+            )
+            .await?;
         if coins.is_empty() {
             return Ok(Claim::NoCoins);
         }
-        let job = BackfillJob {
-            job_id: Uuid::now_v7(),
-            window_from: new.window_from,
-            window_to: new.window_to,
-            granularity: new.granularity,
-        };
-        self.bounded("starting the backfill", self.tx.execute_typed(
-            "INSERT INTO backfill_jobs (job_id, window_from, window_to, granularity, leased_by, leased_until)
-             VALUES ($1, $2, $3, $4, $5, $6)", &[typed(&job.job_id), typed(&job.window_from), typed(&job.window_to), typed(&job.granularity.as_str()), typed(&invocation), typed(&lease_until)])).await?;
+        let pairs = self
+            .bounded(
+                "reading what earlier backfills cover",
+                coverage(&self.tx, &coins, &new.currencies, &new.window),
+            )
+            .await?;
         // Coin by coin, each currency's chunks oldest first: the order the rule walks a series.
         let mut keys = Vec::new();
         let mut currencies = Vec::new();
         let mut chunks = Vec::new();
-        for key in &coins {
-            for currency in &new.currencies {
-                for chunk in &new.chunks {
-                    keys.push(*key);
-                    currencies.push(currency.as_str());
-                    chunks.push(chunk);
-                }
+        for pair in pairs.iter().filter(|p| p.state != CoverageState::Covered) {
+            for chunk in &new.chunks {
+                keys.push(pair.coin_key);
+                currencies.push(pair.vs_currency.as_str());
+                chunks.push(chunk);
             }
         }
+        if chunks.is_empty() {
+            return Ok(Claim::Covered);
+        }
+        let job = BackfillJob {
+            job_id: Uuid::now_v7(),
+            window_from: new.window.from,
+            window_to: new.window.to,
+            granularity: new.window.granularity,
+        };
+        self.bounded("starting the backfill", self.tx.execute_typed(
+            "INSERT INTO backfill_jobs (job_id, window_from, window_to, granularity, leased_by, leased_until)
+             VALUES ($1, $2, $3, $4, $5, $6)", &[typed(&job.job_id), typed(&job.window_from), typed(&job.window_to), typed(&job.granularity.as_str()), typed(&invocation), typed(&lease_until)])).await?;
         let froms: Vec<DateTime<Utc>> = chunks.iter().map(|c| c.from).collect();
         let tos: Vec<DateTime<Utc>> = chunks.iter().map(|c| c.to).collect();
         let granularities: Vec<&str> = chunks.iter().map(|c| c.granularity.as_str()).collect();
@@ -299,18 +295,39 @@ impl Store {
         Ok(())
     }
 
-    /// Requests to CoinGecko this calendar month (UTC): the live runs' and the backfills'.
+    /// Requests to CoinGecko this calendar month (UTC): the live runs' (a failed run's too) and
+    /// the backfills'.
     pub async fn calls_this_month(&self) -> Result<u64, StoreError> {
         let row = self
             .client
             .query_typed_one(
-                "SELECT coalesce((SELECT sum((summary->>'calls')::bigint) FROM ingest_runs
+                "SELECT coalesce((SELECT sum(coalesce(calls, (summary->>'calls')::bigint)) FROM ingest_runs
                                   WHERE kind = 'live' AND started_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0)
                       + coalesce((SELECT sum(calls) FROM backfill_chunks
                                   WHERE last_call_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0)", &[])
             .await
             .during("counting this month's calls")?;
         Ok(row.get::<_, Decimal>(0).try_into().unwrap_or(u64::MAX))
+    }
+
+    /// What the backfills cover of `coins` in `currencies` over `window`, pair by pair (read
+    /// only: an id never seen is left out).
+    pub async fn backfill_coverage(
+        &self,
+        coins: &BackfillCoins,
+        currencies: &[String],
+        window: &BackfillWindow,
+    ) -> Result<Coverage, StoreError> {
+        const READING: &str = "reading what the backfills cover";
+        let keys = coin_keys(&self.client, coins).await.during(READING)?;
+        let pairs = coverage(&self.client, &keys, currencies, window)
+            .await
+            .during(READING)?;
+        Ok(Coverage {
+            from: window.from,
+            granularity: window.granularity.as_str().to_string(),
+            pairs,
+        })
     }
 
     /// The newest backfill's progress, if there has been one.
@@ -386,7 +403,6 @@ impl Apply<'_> {
 
     /// Appends the recorded points of a chunk, marked with their granularity, and marks the chunk
     /// done; returns the rows written.
-    #[allow(clippy::too_many_arguments)]
     pub async fn write_chunk(
         &self,
         run_id: Uuid,
@@ -395,7 +411,6 @@ impl Apply<'_> {
         points: &[&ChartPoint],
         fetched: i32,
         calls: i32,
-        lease_until: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let times: Vec<DateTime<Utc>> = points.iter().map(|p| p.at).collect();
         if !times.is_empty() {
@@ -422,16 +437,110 @@ impl Apply<'_> {
                  SET state = 'done', points = $3, recorded = $4, calls = calls + $5, last_call_at = now(),
                      done_at = now(), run_id = $6
                  WHERE job_id = $1 AND position = $2", &[typed(&job_id), typed(&chunk.position), typed(&fetched), typed(&(written as i32)), typed(&calls), typed(&run_id)])).await?;
-        self.bounded(
-            "renewing the backfill's lease",
-            self.tx.execute_typed(
-                "UPDATE backfill_jobs SET leased_until = $2 WHERE job_id = $1",
-                &[typed(&job_id), typed(&lease_until)],
-            ),
-        )
-        .await?;
         Ok(written)
     }
+}
+
+/// Each (coin, currency) asked for and whether earlier backfills cover it over the window
+/// (`$3` to `$4`, at granularity `$5`): `covered` when the done chunks of its finished backfills
+/// at that granularity, each cut to its own job's window (what it may write), hold every instant
+/// from `$3` up to its first live row or `$4`, whichever is first. A window ending now (`$6`)
+/// needs them only up to where they end, when that is past `$3`: what came after is the live
+/// runs' to record. Else `pending` (in the open backfill), `refused` (CoinGecko refused it in a
+/// backfill), or `not_covered`. In the order asked: coin by coin, each currency.
+const COVERAGE: &str = "
+WITH pairs AS (
+    SELECT k.coin_key, k.n AS coin_order, c.vs_currency, c.n AS currency_order
+    FROM unnest($1::int[]) WITH ORDINALITY AS k(coin_key, n)
+    CROSS JOIN unnest($2::text[]) WITH ORDINALITY AS c(vs_currency, n)
+), chunks AS (
+    SELECT b.coin_key, b.vs_currency,
+           range_agg(tstzrange(greatest(b.chunk_from, j.window_from), least(b.chunk_to, j.window_to)))
+               FILTER (WHERE b.state = 'done' AND b.granularity = $5
+                       AND greatest(b.chunk_from, j.window_from) < least(b.chunk_to, j.window_to)) AS covered,
+           bool_or(b.state = 'pending') AS pending,
+           bool_or(b.state = 'refused') AS refused
+    FROM backfill_chunks b JOIN backfill_jobs j USING (job_id)
+    WHERE b.coin_key = ANY($1::int[]) AND b.vs_currency = ANY($2::text[])
+    GROUP BY b.coin_key, b.vs_currency
+), wanted AS (
+    SELECT p.*, ch.covered, ch.pending, ch.refused,
+           least($4::timestamptz,
+                 (SELECT min(pp.source_updated_at) FROM price_points pp
+                  WHERE pp.coin_key = p.coin_key AND pp.vs_currency = p.vs_currency AND pp.granularity IS NULL),
+                 CASE WHEN $6::bool AND upper(ch.covered) > $3::timestamptz THEN upper(ch.covered) END) AS fill_to
+    FROM pairs p LEFT JOIN chunks ch USING (coin_key, vs_currency)
+)
+SELECT w.coin_key, c.coin_id, w.vs_currency,
+       CASE WHEN w.fill_to <= $3::timestamptz OR w.covered @> tstzrange($3::timestamptz, w.fill_to) THEN 'covered'
+            WHEN w.pending THEN 'pending'
+            WHEN w.refused THEN 'refused'
+            ELSE 'not_covered' END
+FROM wanted w JOIN coins c USING (coin_key)
+ORDER BY w.coin_order, w.currency_order";
+
+async fn coverage(
+    client: &impl GenericClient,
+    coins: &[i32],
+    currencies: &[String],
+    window: &BackfillWindow,
+) -> Result<Vec<PairCoverage>, tokio_postgres::Error> {
+    let rows = client
+        .query_typed(
+            COVERAGE,
+            &[
+                typed(&coins),
+                typed(&currencies),
+                typed(&window.from),
+                typed(&window.to),
+                typed(&window.granularity.as_str()),
+                typed(&window.ends_now),
+            ],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| PairCoverage {
+            coin_key: r.get(0),
+            coin_id: r.get(1),
+            vs_currency: r.get(2),
+            state: match r.get::<_, &str>(3) {
+                "covered" => CoverageState::Covered,
+                "pending" => CoverageState::Pending,
+                "refused" => CoverageState::Refused,
+                _ => CoverageState::NotCovered,
+            },
+        })
+        .collect())
+}
+
+/// The keys of a backfill's coins, in order; an id never seen has none (the claim adds it first).
+async fn coin_keys(
+    client: &impl GenericClient,
+    coins: &BackfillCoins,
+) -> Result<Vec<i32>, tokio_postgres::Error> {
+    let rows = match coins {
+        BackfillCoins::Ids(ids) => {
+            client
+                .query_typed(
+                    "SELECT c.coin_key FROM unnest($1::text[]) WITH ORDINALITY AS i(id, n)
+                     JOIN coins c ON c.coin_id = i.id ORDER BY i.n",
+                    &[typed(ids)],
+                )
+                .await?
+        }
+        BackfillCoins::Tracked { vs_currency, limit } => {
+            client
+                .query_typed(
+                    "SELECT q.coin_key FROM quotes q JOIN coins c USING (coin_key)
+                     WHERE q.vs_currency = $1 AND c.tracked
+                     ORDER BY q.market_cap_rank NULLS LAST, q.coin_key LIMIT $2",
+                    &[typed(vs_currency), typed(limit)],
+                )
+                .await?
+        }
+    };
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 async fn lease(

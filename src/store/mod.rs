@@ -18,7 +18,9 @@ use std::time::Duration;
 use tokio_postgres::{CancelToken, Client};
 
 pub use apply::{Apply, HeldCoin, Written, RUN_LOCK};
-pub use backfill::{BackfillCoins, BackfillJob, Claim, NewBackfill, PendingChunk, SeriesBounds};
+pub use backfill::{
+    BackfillCoins, BackfillJob, BackfillWindow, Claim, NewBackfill, PendingChunk, SeriesBounds,
+};
 pub use connector::Connector;
 use connector::LazyTls;
 pub use error::StoreError;

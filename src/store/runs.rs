@@ -142,15 +142,19 @@ impl Store {
         Ok(())
     }
 
-    pub async fn fail_run(&self, run_id: Uuid, error: &str) -> Result<(), StoreError> {
+    /// Records a run's failure, with the requests it made before it failed (they count against
+    /// `COINGECKO_MONTHLY_CALL_BUDGET`: CoinGecko counted them).
+    pub async fn fail_run(&self, run_id: Uuid, error: &str, calls: u64) -> Result<(), StoreError> {
+        let calls = i32::try_from(calls).unwrap_or(i32::MAX);
         self.client
             .execute_typed(
-                "UPDATE ingest_runs SET status = $3, finished_at = clock_timestamp(), error = $2
+                "UPDATE ingest_runs SET status = $3, finished_at = clock_timestamp(), error = $2, calls = $4
                  WHERE run_id = $1 AND status = 'running'",
                 &[
                     typed(&run_id),
                     typed(&error),
                     typed(&RunState::Failed.as_str()),
+                    typed(&calls),
                 ],
             )
             .await
