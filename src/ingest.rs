@@ -207,6 +207,11 @@ impl Ingest {
                 return Ok(duplicate);
             }
         }
+        // The tracked set follows the newest answer, as the prices do: read before this run writes.
+        let held_until = match markets.first() {
+            Some(&(vs_currency, _)) => apply.latest_price_time(vs_currency).await?,
+            None => None,
+        };
         let mut counts = Vec::with_capacity(markets.len());
         for &(vs_currency, market) in &markets {
             log_problems(vs_currency, market);
@@ -227,11 +232,15 @@ impl Ingest {
                     .await?,
             );
         }
-        // The further currencies price the first one's coins: its answer is the tracked set. An
-        // empty answer changes nothing, this either.
-        if let Some(&(_, primary)) = markets.first().filter(|(_, m)| !m.is_empty()) {
-            let coin_ids: Vec<&str> = primary.coin_ids().collect();
-            apply.track_coins(&coin_ids).await?;
+        // The further currencies price the first one's coins: its answer is the tracked set,
+        // unless it is older than the prices held (a stale cache, an overlapping run that applied
+        // after a newer one) or holds no usable coin, which change nothing, this either.
+        if let Some(&(_, primary)) = markets.first() {
+            let answer_time = primary.quotes().filter_map(|q| q.source_updated_at).max();
+            if answer_time.is_some_and(|at| !cdc::is_out_of_order(at, held_until)) {
+                let coin_ids: Vec<&str> = primary.coin_ids().collect();
+                apply.track_coins(&coin_ids).await?;
+            }
         }
         let apply_before_raw = apply_started.elapsed();
         let raw_started = Instant::now();

@@ -199,7 +199,7 @@ pub fn exit_codes_help() -> String {
 pub struct HealthFacts {
     /// The state of the most recent run that ended by itself (not abandoned), if any has.
     pub last_finished_status: Option<RunState>,
-    /// Abandoned runs since the last run that ended by itself.
+    /// Abandoned runs that started after the last run that ended by itself had finished.
     pub abandoned_in_a_row: u64,
     /// When the last successful run finished.
     pub last_success: Option<DateTime<Utc>>,

@@ -398,10 +398,59 @@ async fn the_tracked_set_is_the_last_runs_and_backfill_takes_it() {
     assert_eq!(tracked_top(&app.db).await, ["a", "b", "c", "d"]);
     assert_eq!(backfill_choice(&app).await, ["a", "b", "c", "d"]);
 
-    // An empty answer changes nothing, the tracked set neither.
+    // An empty answer changes nothing, the tracked set neither; nor does an answer of unusable
+    // entries, nor a stale one older than what is held.
     app.serve(&["[]".to_string()]).await;
     app.run().await;
+    app.serve(&[page(&[r#"{"current_price":1}"#.to_string()])])
+        .await;
+    app.run().await;
+    serve(&["a", "c", "d", "e"], AT_15_03).await;
+    let stale = app.run().await;
+    assert_eq!(stale.out_of_order, 4);
     assert_eq!(tracked_top(&app.db).await, ["a", "b", "c", "d"]);
+    assert_eq!(backfill_choice(&app).await, ["a", "b", "c", "d"]);
+}
+
+#[tokio::test]
+async fn runs_that_died_before_the_last_finished_run_ended_do_not_make_it_unhealthy() {
+    let mut app = spawn_app().await;
+    app.set("RUST_LOG", "off");
+    // Two runs died while a third, which started first, went on to succeed after them.
+    app.db
+        .batch_execute(
+            "INSERT INTO ingest_runs (run_id, status, started_at, finished_at, lease_until) VALUES
+                 ('019ac6f2-0000-7000-8000-000000000001', 'succeeded', now() - interval '60 s', now() - interval '10 s', now()),
+                 ('019ac6f2-0000-7000-8000-000000000002', 'abandoned', now() - interval '50 s', now() - interval '20 s', now() - interval '40 s'),
+                 ('019ac6f2-0000-7000-8000-000000000003', 'abandoned', now() - interval '45 s', now() - interval '20 s', now() - interval '35 s')",
+        )
+        .await
+        .unwrap();
+    let healthy = cli(
+        &app,
+        &["status", "--json", "--abandoned-in-a-row", "1"],
+        &[],
+    )
+    .await;
+    assert_eq!(common::stdout_json(&healthy)["abandoned_in_a_row"], 0);
+    assert_eq!(healthy.status.code(), Some(0));
+
+    // One that started after the success ended, and died, counts.
+    app.db
+        .batch_execute(
+            "INSERT INTO ingest_runs (run_id, status, started_at, finished_at, lease_until) VALUES
+                 ('019ac6f2-0000-7000-8000-000000000004', 'abandoned', now() - interval '5 s', now(), now() - interval '1 s')",
+        )
+        .await
+        .unwrap();
+    let abandoned = cli(
+        &app,
+        &["status", "--json", "--abandoned-in-a-row", "1"],
+        &[],
+    )
+    .await;
+    assert_eq!(common::stdout_json(&abandoned)["abandoned_in_a_row"], 1);
+    assert_eq!(abandoned.status.code(), Some(6));
 }
 
 #[tokio::test]

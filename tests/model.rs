@@ -521,21 +521,24 @@ async fn check_overlapping(
             prices
         );
     }
-    let judged_against_newer: i64 = app
+    // In commit order, each coin's rows go forward both in CoinGecko's time and in recorded_at.
+    let out_of_commit_order: i64 = app
         .db
         .query_one(
             "SELECT count(*) FROM (
-                 SELECT h.source_updated_at,
-                        lag(h.source_updated_at) OVER (PARTITION BY h.coin_id ORDER BY r.finished_at) AS before
-                 FROM price_history h JOIN ingest_runs r USING (run_id)) rows
-             WHERE before >= source_updated_at",
+                 SELECT h.source_updated_at, h.recorded_at,
+                        lag(h.source_updated_at) OVER w AS source_before,
+                        lag(h.recorded_at) OVER w AS recorded_before
+                 FROM price_history h JOIN ingest_runs r USING (run_id)
+                 WINDOW w AS (PARTITION BY h.coin_id ORDER BY r.finished_at)) rows
+             WHERE source_before >= source_updated_at OR recorded_before > recorded_at",
             &[],
         )
         .await
         .unwrap()
         .get(0);
     prop_assert_eq!(
-        judged_against_newer,
+        out_of_commit_order,
         0,
         "history rows committed after newer ones"
     );

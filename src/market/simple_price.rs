@@ -216,7 +216,8 @@ fn unix_seconds(text: &str) -> Result<DateTime<Utc>, String> {
     if !seconds.fract().is_zero() {
         return Err(format!("{text} is not a whole number of seconds"));
     }
-    i64::try_from(seconds.trunc().mantissa() / 10i128.pow(seconds.scale()))
+    let whole = seconds.trunc();
+    i64::try_from(whole.mantissa() / 10i128.pow(whole.scale()))
         .ok()
         .and_then(|s| DateTime::from_timestamp(s, 0))
         .ok_or_else(|| format!("{text} is not a time"))
@@ -353,6 +354,22 @@ mod tests {
             .unwrap()
             .reason
             .contains("cannot be held"));
+    }
+
+    #[test]
+    fn whole_seconds_written_with_decimals_are_the_same_time() {
+        for text in [
+            "1764874800",
+            "1764874800.0",
+            "1764874800.000",
+            "1.7648748e9",
+        ] {
+            assert_eq!(
+                unix_seconds(text).map(|t| t.to_rfc3339()),
+                Ok("2025-12-04T19:00:00+00:00".to_string()),
+                "{text}"
+            );
+        }
     }
 
     #[test]

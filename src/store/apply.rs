@@ -43,12 +43,13 @@ impl Store {
             .transaction()
             .await
             .during("starting the apply")?;
-        let apply = Apply {
+        let mut apply = Apply {
             tx,
             statement_timeout,
             canceller,
+            locked_at: DateTime::<Utc>::MIN_UTC,
         };
-        apply.take_run_lock(lock_timeout).await?;
+        apply.locked_at = apply.take_run_lock(lock_timeout).await?;
         Ok(apply)
     }
 }
@@ -76,29 +77,31 @@ pub struct Apply<'a> {
     pub(super) tx: Transaction<'a>,
     statement_timeout: Duration,
     canceller: Canceller,
+    /// When the run lock was taken: a live run's rows are stamped with it, not with the start of
+    /// the transaction, so that the run that applies later also reads later.
+    locked_at: DateTime<Utc>,
 }
 
 impl Apply<'_> {
     /// The run lock, a transaction-level advisory lock (which RDS Proxy does not pin for), asked
     /// for again and again until `lock_timeout`: a blocking wait could only be bounded by a
-    /// session setting.
-    async fn take_run_lock(&self, lock_timeout: Duration) -> Result<(), StoreError> {
+    /// session setting. Returns the server's clock when it was taken.
+    async fn take_run_lock(&self, lock_timeout: Duration) -> Result<DateTime<Utc>, StoreError> {
         const WAITING: &str = "waiting for an overlapping run to finish (DB_LOCK_TIMEOUT_SECS)";
         let give_up = Instant::now() + lock_timeout;
         let mut pause = Duration::from_millis(20);
         loop {
-            let taken: bool = self
+            let row = self
                 .bounded(
                     WAITING,
                     self.tx.query_typed_one(
-                        "SELECT pg_try_advisory_xact_lock($1)",
+                        "SELECT pg_try_advisory_xact_lock($1), clock_timestamp()",
                         &[typed(&RUN_LOCK)],
                     ),
                 )
-                .await?
-                .get(0);
-            if taken {
-                return Ok(());
+                .await?;
+            if row.get(0) {
+                return Ok(row.get(1));
             }
             let left = give_up.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -240,7 +243,8 @@ impl Apply<'_> {
     /// Keys new coins, appends history for the quotes marked recordable and brings the latest
     /// prices to the quotes, rewriting only rows whose values changed. One statement, whatever
     /// the count. `keys`: each quote's coin key from [`Apply::held_coins`], none for a coin never
-    /// seen. `as_of`: when the quotes were seen, for a recorded answer; a live run's is now.
+    /// seen. `as_of`: when the quotes were seen, for a recorded answer; a live run's is when it
+    /// took the run lock.
     pub async fn write_prices(
         &self,
         run_id: Uuid,
@@ -250,6 +254,7 @@ impl Apply<'_> {
         recordable: &[bool],
         as_of: Option<DateTime<Utc>>,
     ) -> Result<Written, StoreError> {
+        let as_of = as_of.unwrap_or(self.locked_at);
         let column =
             |f: fn(&Quote) -> Option<Decimal>| quotes.iter().map(|q| f(q)).collect::<Vec<_>>();
         let ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
@@ -269,7 +274,7 @@ impl Apply<'_> {
         self.bounded(
             "making the partitions of price_history",
             self.tx.execute_typed(
-                "SELECT price_history_make_partitions($1::timestamptz[] || coalesce($2, now()))",
+                "SELECT price_history_make_partitions($1::timestamptz[] || $2::timestamptz)",
                 &[typed(&recorded_times), typed(&as_of)],
             ),
         )

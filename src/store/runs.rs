@@ -208,14 +208,14 @@ impl Store {
             .client
             .query_typed_one(
                 "WITH ended AS (
-                     SELECT status, started_at FROM ingest_runs
+                     SELECT status, finished_at FROM ingest_runs
                      WHERE status NOT IN ('running', 'abandoned') AND kind = 'live'
                      ORDER BY finished_at DESC LIMIT 1)
                  SELECT (SELECT status FROM ended),
                         (SELECT max(finished_at) FROM ingest_runs WHERE status = 'succeeded' AND kind = 'live'),
                         (SELECT count(*) FROM ingest_runs
                          WHERE status = 'abandoned' AND kind = 'live'
-                           AND started_at > coalesce((SELECT started_at FROM ended), '-infinity'))", &[])
+                           AND started_at > coalesce((SELECT finished_at FROM ended), '-infinity'))", &[])
             .await
             .during(READING)?;
         let abandoned: i64 = row.get(2);

@@ -8,7 +8,7 @@ WITH incoming AS (
              total_volume, high_24h, low_24h, price_change_24h, price_change_percentage_24h,
              circulating_supply, total_supply, max_supply, source_updated_at, recordable, held_key)
 ),
-clock AS (SELECT coalesce($20::timestamptz, now()) AS as_of),
+clock AS (SELECT $20::timestamptz AS as_of),
 -- The dimension. The run read the keys of the coins already held in this transaction, under the
 -- run lock, so no other run adds or keys a coin meanwhile: only the coins without one are keyed
 -- here, and ids are compared as text only for those. A held coin's row is rewritten only when its
