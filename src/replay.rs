@@ -82,6 +82,7 @@ pub struct ReplaySummary {
     pub upserted: u64,
     pub history_inserted: u64,
     pub unchanged: u64,
+    pub outside_retention: u64,
     pub duration_ms: u64,
 }
 
@@ -107,6 +108,7 @@ impl ReplaySummary {
         self.upserted += run.upserted;
         self.history_inserted += run.history_inserted;
         self.unchanged += run.unchanged;
+        self.outside_retention += run.outside_retention;
         self.duration_ms += run.duration_ms;
     }
 }
@@ -179,6 +181,7 @@ mod tests {
                 rejected: 1,
                 upserted: 60,
                 history_inserted,
+                outside_retention: 0,
             }],
             Requests { pages: 1, calls: 1 },
             Timings {

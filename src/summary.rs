@@ -58,8 +58,8 @@ impl FromStr for RunState {
     }
 }
 
-/// What one run did. Always `fetched = rejected + history_inserted + unchanged`, in total and
-/// in each currency; the totals add up the currencies.
+/// What one run did. Always `fetched = rejected + history_inserted + unchanged +
+/// outside_retention`, in total and in each currency; the totals add up the currencies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub run_id: Uuid,
@@ -77,6 +77,10 @@ pub struct Summary {
     pub history_inserted: u64,
     /// Valid coins whose price did not move past the threshold.
     pub unchanged: u64,
+    /// Coins whose moved price falls in a period the owner retired (detached, dropped, older than
+    /// the retention horizon) or no run may make: left out whole, and named in the log.
+    #[serde(default)]
+    pub outside_retention: u64,
     /// Pages of `/coins/markets`.
     pub pages: u64,
     /// Dead runs this run found and recorded `abandoned` before it started.
@@ -113,6 +117,8 @@ pub struct CurrencySummary {
     pub upserted: u64,
     pub history_inserted: u64,
     pub unchanged: u64,
+    #[serde(default)]
+    pub outside_retention: u64,
 }
 
 /// How a backfill invocation ended.
@@ -159,6 +165,9 @@ pub struct BackfillSummary {
     pub points: u64,
     /// History rows written: the points the rule records, before the coin's first live row.
     pub history_inserted: u64,
+    /// Points in a period the owner retired, or no backfill may make: left out, before the rule.
+    #[serde(default)]
+    pub outside_retention: u64,
     /// Requests to CoinGecko, retries included.
     pub calls: u64,
     pub refused: Vec<RefusedCoin>,
@@ -179,6 +188,7 @@ impl BackfillSummary {
             chunks_left: 0,
             points: 0,
             history_inserted: 0,
+            outside_retention: 0,
             calls: 0,
             refused: Vec::new(),
             duration_ms: 0,
@@ -203,6 +213,7 @@ pub struct Counts {
     pub rejected: u64,
     pub upserted: u64,
     pub history_inserted: u64,
+    pub outside_retention: u64,
 }
 
 /// The requests a run made to CoinGecko.
@@ -223,12 +234,13 @@ impl Summary {
         let currencies: Vec<CurrencySummary> = counts
             .into_iter()
             .map(|c| CurrencySummary {
-                unchanged: c.fetched - c.rejected - c.history_inserted,
+                unchanged: c.fetched - c.rejected - c.history_inserted - c.outside_retention,
                 vs_currency: c.vs_currency,
                 fetched: c.fetched,
                 rejected: c.rejected,
                 upserted: c.upserted,
                 history_inserted: c.history_inserted,
+                outside_retention: c.outside_retention,
             })
             .collect();
         let total = |count: fn(&CurrencySummary) -> u64| currencies.iter().map(count).sum();
@@ -246,6 +258,7 @@ impl Summary {
             upserted: total(|c| c.upserted),
             history_inserted: total(|c| c.history_inserted),
             unchanged: total(|c| c.unchanged),
+            outside_retention: total(|c| c.outside_retention),
             pages: requests.pages,
             abandoned_runs: 0,
             calls: requests.calls,
@@ -291,6 +304,7 @@ mod tests {
             rejected,
             upserted: 40,
             history_inserted,
+            outside_retention: 0,
         }
     }
 
@@ -312,6 +326,37 @@ mod tests {
         let s = summary();
         assert_eq!(s.unchanged, 85);
         assert_eq!(s.fetched, s.rejected + s.history_inserted + s.unchanged);
+    }
+
+    #[test]
+    fn coins_outside_retention_are_neither_recorded_nor_unchanged() {
+        let s = Summary::succeeded(
+            Uuid::nil(),
+            None,
+            vec![
+                Counts {
+                    outside_retention: 4,
+                    ..counts("usd", 100, 3, 12)
+                },
+                Counts {
+                    outside_retention: 1,
+                    ..counts("eur", 10, 0, 2)
+                },
+            ],
+            Requests::default(),
+            Timings::default(),
+        );
+        assert_eq!((s.outside_retention, s.unchanged), (5, 88));
+        assert_eq!(
+            s.fetched,
+            s.rejected + s.history_inserted + s.unchanged + s.outside_retention
+        );
+        let per_currency: Vec<(u64, u64)> = s
+            .currencies
+            .iter()
+            .map(|c| (c.outside_retention, c.unchanged))
+            .collect();
+        assert_eq!(per_currency, [(4, 81), (1, 7)]);
     }
 
     #[test]
@@ -357,6 +402,7 @@ mod tests {
             "upserted",
             "history_inserted",
             "unchanged",
+            "outside_retention",
             "pages",
             "calls",
             "currencies",

@@ -327,6 +327,7 @@ fn a_run() -> Summary {
             rejected: 1,
             upserted: 4,
             history_inserted: 3,
+            outside_retention: 0,
         }],
         Requests { pages: 1, calls: 1 },
         Timings {

@@ -7,37 +7,7 @@ use coingecko_cdc::app::AppError;
 use coingecko_cdc::backfill::{BackfillRequest, Granularity, Window};
 use coingecko_cdc::secrets::SecretsManager;
 use coingecko_cdc::summary::BackfillOutcome;
-use common::{connect, fixture, spawn_app, TestApp};
-
-/// docs/ingest-role.sql creates a role of the server: two tests creating it at once could collide.
-static GRANTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The test database's URL for a new login role with only `docs/ingest-role.sql`'s grants; the
-/// role is dropped with the test's database, passing or failing.
-async fn ingest_login(app: &TestApp) -> String {
-    let grants =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ingest-role.sql"))
-            .unwrap();
-    let granting = GRANTING.lock().await;
-    app.db
-        .batch_execute(&grants)
-        .await
-        .expect("docs/ingest-role.sql runs as the owner");
-    drop(granting);
-    let name = app.database.role_name("ingest");
-    // A generated name: roles cannot be bound as parameters.
-    app.db
-        .batch_execute(&format!(
-            "CREATE ROLE {name} LOGIN IN ROLE coingecko_cdc_ingest"
-        ))
-        .await
-        .unwrap();
-    let url = app
-        .database_url
-        .replacen("postgres@", &format!("{name}@"), 1);
-    assert_ne!(url, app.database_url, "the test server URL names its user");
-    url
-}
+use common::{connect, fixture, ingest_login, spawn_app};
 
 #[tokio::test]
 async fn the_ingest_role_runs_an_ingest_and_can_do_nothing_more() {

@@ -14,7 +14,8 @@ use crate::coingecko::{Call, ChartSession, CoinGeckoClient, FetchError, TimeLimi
 use crate::config::{ApiPlan, CoinSelection, IngestConfig};
 use crate::market::ChartPoint;
 use crate::store::{
-    BackfillCoins, BackfillJob, Claim, NewBackfill, PendingChunk, Store, StoreError, LEASE_MARGIN,
+    Apply, BackfillCoins, BackfillJob, Claim, NewBackfill, PendingChunk, Store, StoreError,
+    LEASE_MARGIN,
 };
 use crate::summary::{BackfillOutcome, BackfillSummary, RefusedCoin};
 
@@ -233,6 +234,8 @@ impl Backfill<'_> {
                     chunk.chunk.contains(p.at) && bounds.fill_until.is_none_or(|u| p.at < u)
                 })
                 .collect();
+            let (fillable, outside) = within_retention(&apply, &chunk, fillable).await?;
+            summary.outside_retention += outside;
             let recordable = cdc::recordable_series(
                 fillable.iter().map(|p| p.price),
                 bounds.reference,
@@ -287,4 +290,26 @@ impl Backfill<'_> {
             .chart(session, &pending.coin_id, &pending.vs_currency, &chunk)
             .await
     }
+}
+
+/// The points of `points` in periods history may hold, and how many were left out (in periods the
+/// owner retired, or no backfill may make), logged once for the chunk.
+async fn within_retention<'p>(
+    apply: &Apply<'_>,
+    chunk: &PendingChunk,
+    points: Vec<&'p ChartPoint>,
+) -> Result<(Vec<&'p ChartPoint>, u64), StoreError> {
+    let times: Vec<_> = points.iter().map(|p| Some(p.at)).collect();
+    let reasons = apply.outside_retention(&times).await?;
+    let first_reason = reasons.iter().flatten().next().cloned();
+    let kept: Vec<&ChartPoint> = points
+        .into_iter()
+        .zip(&reasons)
+        .filter_map(|(p, reason)| reason.is_none().then_some(p))
+        .collect();
+    let outside = (reasons.len() - kept.len()) as u64;
+    if let Some(reason) = first_reason {
+        tracing::warn!(coin_id = %chunk.coin_id, vs_currency = %chunk.vs_currency, outside, %reason, "chart points outside retention: left out");
+    }
+    Ok((kept, outside))
 }

@@ -264,7 +264,8 @@ impl Apply<'_> {
         self.bounded(
             "making the partitions of price_history",
             self.tx.execute_typed(
-                "SELECT price_history_make_partitions($1::timestamptz[] || coalesce($2, now()))",
+                "SELECT price_history_make_partitions(array(
+                     SELECT coalesce(t, $2, now()) FROM unnest($1::timestamptz[]) AS t))",
                 &[typed(&recorded_times), typed(&as_of)],
             ),
         )
@@ -335,13 +336,18 @@ impl Apply<'_> {
         Ok(())
     }
 
-    /// Deletes raw pages older than the retention; returns how many went.
-    pub async fn prune_raw_pages(&self, retention_days: u32) -> Result<u64, StoreError> {
+    /// Deletes the raw pages fetched more than `retention_days` before `now`, the run's own
+    /// clock (as its pages are stamped); returns how many went.
+    pub async fn prune_raw_pages(
+        &self,
+        retention_days: u32,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         self.bounded(
             "pruning old raw pages",
             self.tx.execute_typed(
-                "DELETE FROM raw_pages WHERE fetched_at < now() - make_interval(days => $1)",
-                &[typed(&(retention_days as i32))],
+                "DELETE FROM raw_pages WHERE fetched_at < $2 - make_interval(days => $1)",
+                &[typed(&(retention_days as i32)), typed(&now)],
             ),
         )
         .await
