@@ -281,12 +281,19 @@ SELECT price_points_adopt_partitions();
 
 -- A partition the owner makes or attaches by hand is guarded and known as soon as the DDL ends.
 -- Event triggers need a superuser (or RDS's rds_superuser); without one, the next run does it.
+-- It acts as the owner (whoever ran the DDL), and only on DDL of price_points or a partition of it.
 CREATE FUNCTION price_points_adopt_after_ddl() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
-    PERFORM price_points_adopt_partitions();
+    IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() c
+               WHERE c.objid = to_regclass('price_points')
+                  OR EXISTS (SELECT FROM pg_inherits i
+                             WHERE i.inhrelid = c.objid AND i.inhparent = to_regclass('price_points'))) THEN
+        PERFORM price_points_adopt_partitions();
+    END IF;
 END
 $$;
+REVOKE ALL ON FUNCTION price_points_adopt_after_ddl() FROM PUBLIC;
 DO $$
 BEGIN
     CREATE EVENT TRIGGER price_points_adopt_partitions ON ddl_command_end

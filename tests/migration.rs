@@ -133,7 +133,8 @@ async fn v6_keeps_every_row_the_views_the_grants_and_the_append_only_rule() {
             "V7__raw_pages_text_lz4",
             "V8__raw_answers_of_every_endpoint",
             "V9__backfill",
-            "V10__run_leases"
+            "V10__run_leases",
+            "V12__retention"
         ]
     );
     assert_eq!(everything(&app).await, before, "every row reads the same");

@@ -4,9 +4,8 @@
 mod common;
 
 use coingecko_cdc::app::AppError;
-use coingecko_cdc::backfill::{BackfillRequest, Granularity, Window};
-use coingecko_cdc::secrets::SecretsManager;
 use coingecko_cdc::summary::BackfillOutcome;
+use common::market_chart::backfill_august_2024;
 use common::{connect, fixture, ingest_login, spawn_app};
 
 #[tokio::test]
@@ -28,24 +27,7 @@ async fn the_ingest_role_runs_an_ingest_and_can_do_nothing_more() {
         "the first run's page pruned by the ingest role"
     );
     // A backfill, with the same grants: its job, its chunks and history before the live rows.
-    app.set("COINGECKO_API_PLAN", "pro");
-    common::market_chart::ChartBook::default()
-        .serve_on(&app.coingecko)
-        .await;
-    let august = BackfillRequest {
-        window: Window::Range {
-            from: "2024-08-01T00:00:00Z".parse().unwrap(),
-            to: Some("2024-09-01T00:00:00Z".parse().unwrap()),
-        },
-        coins: Some(vec!["bitcoin".into()]),
-        granularity: Granularity::Daily,
-    };
-    let backfilled = app
-        .app_with(&[], SecretsManager::default())
-        .await
-        .backfill(&august, None)
-        .await
-        .expect("a backfill as the ingest role");
+    let backfilled = backfill_august_2024(&mut app).await;
     assert_eq!(backfilled.outcome, BackfillOutcome::Finished);
     assert!(backfilled.history_inserted > 0, "{backfilled:?}");
 

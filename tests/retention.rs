@@ -10,11 +10,10 @@ use std::path::Path;
 
 use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use coingecko_cdc::archive::{self, SHIPPED_YEAR};
-use coingecko_cdc::backfill::{BackfillRequest, Granularity, Window};
 use coingecko_cdc::replay::recorded_answer;
 use coingecko_cdc::secrets::SecretsManager;
 use coingecko_cdc::summary::{BackfillOutcome, BackfillSummary, RunState};
-use common::market_chart::ChartBook;
+use common::market_chart::backfill_august_2024;
 use common::{coin, column, connect, fixture, ingest_login, page, spawn_app, TestApp};
 
 /// Week 32 of 2024: Monday 2024-08-05 to Sunday 2024-08-11, inside the backfilled August.
@@ -86,22 +85,7 @@ async fn run_into_week_32(app: &TestApp) {
 
 /// A daily backfill of bitcoin's August 2024, before its first live row (2024-09-05).
 async fn backfill_august(app: &mut TestApp) -> BackfillSummary {
-    app.set("COINGECKO_API_PLAN", "pro");
-    ChartBook::default().serve_on(&app.coingecko).await;
-    let august = BackfillRequest {
-        window: Window::Range {
-            from: "2024-08-01T00:00:00Z".parse().unwrap(),
-            to: Some("2024-09-01T00:00:00Z".parse().unwrap()),
-        },
-        coins: Some(vec!["bitcoin".into()]),
-        granularity: Granularity::Daily,
-    };
-    let summary = app
-        .app_with(&[], SecretsManager::default())
-        .await
-        .backfill(&august, None)
-        .await
-        .expect("the backfill succeeds");
+    let summary = backfill_august_2024(app).await;
     assert_eq!(summary.outcome, BackfillOutcome::Finished, "{summary:?}");
     assert_eq!(summary.chunks_left, 0, "{summary:?}");
     // One point a day at 00:00 UTC: August 5 to 11 fall in week 32.
@@ -346,6 +330,18 @@ async fn partition_bounds_are_utc_mondays_whatever_the_session() {
     }
 }
 
+async fn assert_truncate_refused(app: &TestApp, partitions: &[&str]) {
+    for partition in partitions {
+        let error = app
+            .db
+            .batch_execute(&format!("TRUNCATE {partition}"))
+            .await
+            .unwrap_err();
+        let code = error.as_db_error().map(|db| db.code().code().to_string());
+        assert_eq!(code.as_deref(), Some("42501"), "{partition}: {error}");
+    }
+}
+
 #[tokio::test]
 async fn a_partition_made_or_attached_by_hand_refuses_truncate() {
     let app = spawn_app().await;
@@ -355,9 +351,22 @@ async fn a_partition_made_or_attached_by_hand_refuses_truncate() {
                  FOR VALUES FROM ('2020-01-06 00:00+00') TO ('2020-01-13 00:00+00');
              CREATE TABLE hand_attached (LIKE price_points);
              ALTER TABLE price_points ATTACH PARTITION hand_attached
-                 FOR VALUES FROM ('2020-01-13 00:00+00') TO ('2020-01-20 00:00+00');
-             -- Where no event trigger may be made (no superuser), the next run guards it.
-             DROP EVENT TRIGGER price_points_adopt_partitions;
+                 FOR VALUES FROM ('2020-01-13 00:00+00') TO ('2020-01-20 00:00+00');",
+        )
+        .await
+        .unwrap();
+
+    assert_truncate_refused(&app, &["hand_made", "hand_attached"]).await;
+    let ingest = connect(&ingest_login(&app).await).await;
+    ingest
+        .batch_execute("CREATE TEMPORARY TABLE scratch (n int)")
+        .await
+        .expect("the event trigger stands in no other role's DDL");
+
+    // Where the migration could make no event trigger (no superuser), the next run guards it.
+    app.db
+        .batch_execute(
+            "DROP EVENT TRIGGER price_points_adopt_partitions;
              CREATE TABLE hand_made_unwatched PARTITION OF price_points
                  FOR VALUES FROM ('2020-01-20 00:00+00') TO ('2020-01-27 00:00+00');",
         )
@@ -365,16 +374,7 @@ async fn a_partition_made_or_attached_by_hand_refuses_truncate() {
         .unwrap();
     app.serve(&[fixture("markets-2024-09-05.json")]).await;
     app.run().await;
-
-    for partition in ["hand_made", "hand_attached", "hand_made_unwatched"] {
-        let error = app
-            .db
-            .batch_execute(&format!("TRUNCATE {partition}"))
-            .await
-            .unwrap_err();
-        let code = error.as_db_error().map(|db| db.code().code().to_string());
-        assert_eq!(code.as_deref(), Some("42501"), "{partition}: {error}");
-    }
+    assert_truncate_refused(&app, &["hand_made_unwatched"]).await;
 }
 
 #[tokio::test]
