@@ -299,22 +299,23 @@ impl Ingest {
             .collect();
         let outside =
             outside_retention(apply, vs_currency, &quotes, &recordable, recorded_at).await?;
-        let kept = |i: &usize| outside[*i].is_none();
-        let indices: Vec<usize> = (0..quotes.len()).filter(kept).collect();
+        let kept: Vec<usize> = (0..quotes.len())
+            .filter(|&i| outside[i].is_none())
+            .collect();
+        let quotes_kept: Vec<&Quote> = kept.iter().map(|&i| quotes[i]).collect();
+        let keys: Vec<Option<i32>> = kept.iter().map(|&i| held[i].map(|h| h.coin_key)).collect();
+        let recordable: Vec<bool> = kept.iter().map(|&i| recordable[i]).collect();
         let written = apply
             .write_prices(
                 run_id,
                 vs_currency,
-                &indices.iter().map(|&i| quotes[i]).collect::<Vec<_>>(),
-                &indices
-                    .iter()
-                    .map(|&i| held[i].map(|h| h.coin_key))
-                    .collect::<Vec<_>>(),
-                &indices.iter().map(|&i| recordable[i]).collect::<Vec<_>>(),
+                &quotes_kept,
+                &keys,
+                &recordable,
                 recorded_at,
             )
             .await?;
-        Ok((written, (quotes.len() - indices.len()) as u64))
+        Ok((written, (quotes.len() - kept.len()) as u64))
     }
 }
 

@@ -6,9 +6,8 @@
 use chrono::{DateTime, Utc};
 
 use super::apply::Apply;
-use super::params::typed;
-
 use super::error::StoreError;
+use super::params::typed;
 
 impl Apply<'_> {
     /// For each of `times` (`None`: the database's now, as a row without a time is stamped), why
