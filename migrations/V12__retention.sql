@@ -1,28 +1,14 @@
--- Retention an operator can trust (docs/tables-and-querying.md, "History by week, and retention"):
---   * a period is made only where no attached partition covers it (not where a table of its name
---     exists), and never again once the owner retired it: detached, dropped, or older than the
---     retention horizon the owner declares in price_points_partitioning.retention;
---   * runs ask price_points_outside_retention which rows have no period to go to and leave them
---     out; price_history_make_partitions refuses any other time, so the ingest role can make only
---     the periods from the horizon (at the earliest CoinGecko's first prices) to the next one;
---   * bounds are computed and rendered in UTC whatever the session's TimeZone and DateStyle (SET
---     clauses on each function), and the partitions an earlier release made off the UTC grid are
---     made again on it, their rows moved;
---   * every partition refuses TRUNCATE, also one the owner makes or attaches by hand;
---   * replayed runs are recorded with their own kind.
-
--- This migration's own statements read and write times in UTC, whatever the database's settings.
-SET LOCAL TimeZone = 'UTC';
-SET LOCAL DateStyle = 'ISO, YMD';
+-- Retention an operator can trust (docs/tables-and-querying.md, "Retention"): weeks made only where
+-- none is attached, never one the owner retired; the ingest role may make only the weeks a run can
+-- need; bounds in UTC whatever the session; every partition refuses TRUNCATE; replays a kind.
 
 -- How long history is kept: a period that ends at or before now() - retention is retired (no run
 -- or backfill writes into it, or makes it); NULL keeps every period.
 ALTER TABLE price_points_partitioning
     ADD COLUMN retention interval CHECK (retention > interval '0');
 
--- Every period that has had an attached partition, and that partition. One listed here whose
--- partition is no longer attached was retired by the owner (detached, dropped): runs never make
--- it again. Also how runs tell, without reading every partition's bounds, that a period is there.
+-- Every period that has had an attached partition, and that partition: one whose partition is no
+-- longer attached was retired (detached, dropped). Also tells runs cheaply that a period is there.
 CREATE TABLE price_points_periods (
     from_at       timestamptz NOT NULL,
     to_at         timestamptz NOT NULL,
@@ -45,9 +31,8 @@ LANGUAGE sql STABLE SET search_path FROM CURRENT SET TimeZone = 'UTC' SET DateSt
     WHERE i.inhparent = to_regclass('price_points') AND b IS NOT NULL
 $$;
 
--- Records every attached partition in price_points_periods and gives the TRUNCATE guard to those
--- without it (row triggers are cloned onto a partition, TRUNCATE triggers are not): runs call it
--- when they make a partition or find one unguarded, and so does the event trigger below after DDL.
+-- Records every attached partition in price_points_periods and guards those without a TRUNCATE
+-- trigger (row triggers are cloned onto a partition, TRUNCATE triggers are not).
 CREATE FUNCTION price_points_adopt_partitions() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
 SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' AS $$
@@ -84,10 +69,8 @@ LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
         WHERE r.from_at <= instant AND instant < r.to_at)
 $$;
 
--- For each time of `times` (NULL: now), why no row of history may be written at it, or NULL
--- when one may: its period's partition is attached, or may be made. A period may not be written
--- when it ends at or before the retention horizon or CoinGecko's first prices (2013-04-28),
--- starts after the next period, or was retired (detached, dropped). Judged a period at a time.
+-- For each time of `times` (NULL: now), why no history row may be written at it (its period ends
+-- before the horizon or CoinGecko's first prices, starts after the next, or was retired), or NULL.
 CREATE FUNCTION price_points_outside_retention(times timestamptz[]) RETURNS text[]
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path FROM CURRENT
 SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' AS $$
@@ -110,7 +93,7 @@ BEGIN
             SELECT DISTINCT first_instant, 'price_points_' || to_char(first_instant, name_format) AS name
             FROM wanted
         ),
-        -- Read only when a period is not known to be attached, and then once.
+        -- Read only for a period not known to be attached (made by hand), and then once.
         attached AS MATERIALIZED (SELECT * FROM price_points_attached()),
         judged AS MATERIALIZED (
             SELECT p.first_instant, CASE
@@ -122,8 +105,6 @@ BEGIN
                 WHEN p.first_instant >= date_trunc(period, now()) + 2 * period_length THEN
                     format('%s starts after next %s', p.name, period)
                 WHEN price_points_known_attached(p.first_instant) THEN NULL
-                -- Retired, unless a partition attached by hand (not known yet) covers it: the
-                -- bounds of every partition are read only then.
                 WHEN EXISTS (SELECT FROM attached a
                              WHERE a.from_at <= p.first_instant AND p.first_instant < a.to_at) THEN NULL
                 WHEN to_regclass(quote_ident(p.name)) IS NOT NULL THEN
@@ -140,8 +121,8 @@ END
 $$;
 REVOKE ALL ON FUNCTION price_points_outside_retention(timestamptz[]) FROM PUBLIC;
 
--- Makes the partitions of the periods that start at `first_instants` where no attached partition
--- overlaps them; returns how many it made. No check: the callers judge the periods first.
+-- Makes the partitions of the periods of `first_instants` that no attached partition overlaps;
+-- returns how many. No check: its callers judge the periods first.
 CREATE FUNCTION price_points_make_periods(first_instants timestamptz[]) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
 SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' AS $$
@@ -163,7 +144,7 @@ BEGIN
         WHERE NOT EXISTS (SELECT FROM attached a
                           WHERE a.from_at < u.first_instant + period_length AND u.first_instant < a.to_at)
     LOOP
-        -- %L renders a timestamptz in this function's DateStyle and TimeZone: ISO, with +00.
+        -- %L renders in this function's DateStyle and TimeZone: ISO, +00.
         EXECUTE format('CREATE TABLE %I PARTITION OF price_points FOR VALUES FROM (%L) TO (%L)',
                        'price_points_' || to_char(missing, name_format),
                        missing, missing + period_length);
@@ -177,17 +158,13 @@ END
 $$;
 REVOKE ALL ON FUNCTION price_points_make_periods(timestamptz[]) FROM PUBLIC;
 
--- Makes the partitions that rows at `times` need, and those of now and of the next period (ahead
--- of the first run that needs it), if missing; returns how many it made. Refuses, and makes
--- nothing, when a time is outside retention (price_points_outside_retention says why): runs and
--- backfills leave such rows out. SECURITY DEFINER: it runs as the owner, so the ingest role needs
--- no right to change the schema. Same name and arguments as V6's, so its grant stands.
+-- Makes the partitions rows at `times` need, and now's and the next period's; returns how many.
+-- Refuses any time outside retention, making nothing. Same signature as V6's: its grant stands.
 CREATE OR REPLACE FUNCTION price_history_make_partitions(times timestamptz[]) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
 SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' AS $$
 DECLARE
     period text := (SELECT p.period FROM price_points_partitioning p);
-    -- Judged a period at a time: by its first instant, which is in it.
     periods timestamptz[] := ARRAY(SELECT DISTINCT date_trunc(period, t) FROM unnest(times) AS t
                                    WHERE t IS NOT NULL);
     ahead timestamptz[] := ARRAY[now(), now() + ('1 ' || period)::interval];
@@ -209,7 +186,7 @@ BEGIN
     made := price_points_make_periods(array_cat(periods, ARRAY(
         SELECT a.t FROM unnest(ahead, price_points_outside_retention(ahead)) AS a(t, reason)
         WHERE a.reason IS NULL)));
-    -- A partition made or attached by hand where no event trigger adopts it: guarded now.
+    -- One made by hand where no event trigger guarded it.
     IF EXISTS (SELECT FROM pg_inherits i
                WHERE i.inhparent = 'price_points'::regclass
                  AND NOT EXISTS (SELECT FROM pg_trigger t
@@ -236,52 +213,47 @@ BEGIN
 END
 $$;
 
--- Partitions made off the UTC grid (an earlier release rendered bounds in the session's DateStyle,
--- which PostgreSQL could read back in another zone) are detached, made again on the grid, with
--- next period's, and their rows moved into them.
-CREATE FUNCTION pg_temp.put_partitions_on_the_grid() RETURNS integer
+-- Partitions made off the UTC grid (bounds rendered in the session's DateStyle, read back in
+-- another zone) are made again on it, as the period each mostly covered and its rows', rows moved.
+CREATE FUNCTION price_points_put_on_the_grid() RETURNS void
 LANGUAGE plpgsql SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' AS $$
 DECLARE
     period text := (SELECT p.period FROM price_points_partitioning p);
     period_length interval := ('1 ' || period)::interval;
     off_grid record;
+    names text[] := '{}';
+    middles timestamptz[] := '{}';
     row_times timestamptz[];
-    moved integer := 0;
 BEGIN
-    CREATE TEMPORARY TABLE off_grid_partitions (name text, middle timestamptz) ON COMMIT DROP;
     FOR off_grid IN
         SELECT * FROM price_points_attached() a
         WHERE a.from_at <> date_trunc(period, a.from_at) OR a.to_at <> a.from_at + period_length
     LOOP
-        moved := moved + 1;
+        names := names || ('price_points_off_grid_' || cardinality(names));
+        middles := middles || (off_grid.from_at + (off_grid.to_at - off_grid.from_at) / 2);
         EXECUTE format('ALTER TABLE price_points DETACH PARTITION %s', off_grid.partition);
-        EXECUTE format('ALTER TABLE %s RENAME TO %I', off_grid.partition, 'price_points_off_grid_' || moved);
-        INSERT INTO off_grid_partitions
-        VALUES ('price_points_off_grid_' || moved, off_grid.from_at + (off_grid.to_at - off_grid.from_at) / 2);
+        EXECUTE format('ALTER TABLE %s RENAME TO %I', off_grid.partition, names[cardinality(names)]);
     END LOOP;
-    -- Each is made again as the period it mostly covered (the one its name says), and those of its rows.
-    FOR off_grid IN SELECT * FROM off_grid_partitions LOOP
-        EXECUTE format('SELECT array_agg(DISTINCT source_updated_at) FROM %I', off_grid.name) INTO row_times;
-        PERFORM price_points_make_periods(off_grid.middle || row_times);
+    FOR i IN 1 .. cardinality(names) LOOP
+        EXECUTE format('SELECT array_agg(DISTINCT source_updated_at) FROM %I', names[i]) INTO row_times;
+        PERFORM price_points_make_periods(middles[i] || row_times);
         EXECUTE format(
             'INSERT INTO price_points (source_updated_at, recorded_at, run_id, coin_key, vs_currency,
                                        price, market_cap, total_volume, granularity)
              SELECT source_updated_at, recorded_at, run_id, coin_key, vs_currency, price, market_cap,
-                    total_volume, granularity
-             FROM %I', off_grid.name);
-        EXECUTE format('DROP TABLE %I', off_grid.name);
+                    total_volume, granularity FROM %I', names[i]);
+        EXECUTE format('DROP TABLE %I', names[i]);
     END LOOP;
-    RETURN moved;
 END
 $$;
-SELECT pg_temp.put_partitions_on_the_grid();
+SELECT price_points_put_on_the_grid();
+DROP FUNCTION price_points_put_on_the_grid();
 
 -- The periods attached now are known, and every partition is guarded.
 SELECT price_points_adopt_partitions();
 
--- A partition the owner makes or attaches by hand is guarded and known as soon as the DDL ends.
--- Event triggers need a superuser (or RDS's rds_superuser); without one, the next run does it.
--- It acts as the owner (whoever ran the DDL), and only on DDL of price_points or a partition of it.
+-- A partition made or attached by hand is guarded and known when its DDL ends; as the owner, on
+-- DDL of price_points or its partitions only. Needs a superuser (rds_superuser); else runs do it.
 CREATE FUNCTION price_points_adopt_after_ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
@@ -304,8 +276,7 @@ EXCEPTION WHEN insufficient_privilege THEN
 END
 $$;
 
--- Replayed runs are their own kind: health and freshness judge the live runs only. Replays
--- recorded before are known by their trigger ids (src/replay.rs).
+-- Replayed runs are their own kind (health judges the live ones); earlier ones by their trigger ids.
 ALTER TABLE ingest_runs DROP CONSTRAINT ingest_runs_kind_check,
     ADD CONSTRAINT ingest_runs_kind_check CHECK (kind IN ('live', 'backfill', 'replay'));
 UPDATE ingest_runs SET kind = 'replay' WHERE kind = 'live' AND trigger_id LIKE 'replay:%';

@@ -274,45 +274,7 @@ async fn partition_bounds_are_utc_mondays_whatever_the_session() {
             .unwrap_or_else(|e| panic!("{time_zone}, {date_style}: {e}"));
 
         assert_eq!(summary.history_inserted, 2, "{time_zone}, {date_style}");
-        let utc = connect(&app.database_url).await;
-        utc.batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'")
-            .await
-            .unwrap();
-        let bounds: Vec<(String, String)> = utc
-            .query(
-                "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid)
-                 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-                 WHERE i.inhparent = 'price_points'::regclass",
-                &[],
-            )
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        assert!(bounds.len() >= 3, "{bounds:?}");
-        for (name, bound) in &bounds {
-            let (from, to) = bound
-                .strip_prefix("FOR VALUES FROM ('")
-                .and_then(|b| b.strip_suffix("')"))
-                .and_then(|b| b.split_once("') TO ('"))
-                .unwrap_or_else(|| panic!("{name}: {bound}"));
-            let parse = |t: &str| {
-                DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%#z")
-                    .unwrap_or_else(|e| panic!("{name}: {t}: {e}"))
-                    .to_utc()
-            };
-            let (from, to) = (parse(from), parse(to));
-            let context = format!("{time_zone}, {date_style}: {name} {bound}");
-            assert_eq!(from.weekday(), chrono::Weekday::Mon, "{context}");
-            assert_eq!(from.time(), chrono::NaiveTime::MIN, "{context}");
-            assert_eq!(to - from, TimeDelta::weeks(1), "{context}");
-            assert_eq!(
-                *name,
-                format!("price_points_{}", from.format("%G_w%V")),
-                "{context}"
-            );
-        }
+        let utc = on_the_utc_grid(&app, &format!("{time_zone}, {date_style}")).await;
         let homes = column::<String>(
             &utc,
             "SELECT c.coin_id || ' ' || p.tableoid::regclass
@@ -340,6 +302,96 @@ async fn assert_truncate_refused(app: &TestApp, partitions: &[&str]) {
         let code = error.as_db_error().map(|db| db.code().code().to_string());
         assert_eq!(code.as_deref(), Some("42501"), "{partition}: {error}");
     }
+}
+
+/// A connection to `app`'s database in UTC, once every partition's bounds are checked to be a
+/// Monday 00:00 UTC, a week long, named for its week.
+async fn on_the_utc_grid(app: &TestApp, context: &str) -> tokio_postgres::Client {
+    let utc = connect(&app.database_url).await;
+    utc.batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'")
+        .await
+        .unwrap();
+    let bounds: Vec<(String, String)> = utc
+        .query(
+            "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid)
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'price_points'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(bounds.len() >= 3, "{context}: {bounds:?}");
+    for (name, bound) in &bounds {
+        let (from, to) = bound
+            .strip_prefix("FOR VALUES FROM ('")
+            .and_then(|b| b.strip_suffix("')"))
+            .and_then(|b| b.split_once("') TO ('"))
+            .unwrap_or_else(|| panic!("{name}: {bound}"));
+        let parse = |t: &str| {
+            DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%#z")
+                .unwrap_or_else(|e| panic!("{name}: {t}: {e}"))
+                .to_utc()
+        };
+        let (from, to) = (parse(from), parse(to));
+        let context = format!("{context}: {name} {bound}");
+        assert_eq!(from.weekday(), chrono::Weekday::Mon, "{context}");
+        assert_eq!(from.time(), chrono::NaiveTime::MIN, "{context}");
+        assert_eq!(to - from, TimeDelta::weeks(1), "{context}");
+        assert_eq!(
+            *name,
+            format!("price_points_{}", from.format("%G_w%V")),
+            "{context}"
+        );
+    }
+    utc
+}
+
+/// An earlier release, under India's time zone, made weeks from Monday 03:30 UTC and wrote into
+/// them: V12 makes them again on the grid, every row moved into its own week.
+#[tokio::test]
+async fn v12_puts_the_weeks_an_earlier_release_made_off_the_grid_back_on_it() {
+    let app = common::spawn_app_migrated_to(Some(0)).await;
+    app.db
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET timezone = 'Asia/Kolkata';
+             ALTER DATABASE {name} SET datestyle = 'Postgres, MDY';",
+            name = app.database.name()
+        ))
+        .await
+        .unwrap();
+    app.store().await.migrate_to(Some(10)).await.unwrap();
+    connect(&app.database_url)
+        .await
+        .batch_execute(
+            "SELECT price_history_make_partitions('{2024-09-04Z,2024-09-11Z}');
+             INSERT INTO ingest_runs (run_id, status) VALUES ('00000000-0000-7000-8000-000000000001', 'succeeded');
+             INSERT INTO coins (coin_id, first_seen_at, last_seen_at) VALUES ('bitcoin', now(), now());
+             INSERT INTO price_points (source_updated_at, recorded_at, run_id, coin_key, vs_currency, price)
+             SELECT at, at, '00000000-0000-7000-8000-000000000001', 1, 'usd', 100
+             FROM unnest('{2024-09-04Z,2024-09-09 02:00Z,2024-09-11Z}'::timestamptz[]) at;",
+        )
+        .await
+        .expect("rows in weeks made from Monday 03:30 UTC");
+
+    app.store().await.migrate().await.expect("migrating to V12");
+
+    let utc = on_the_utc_grid(&app, "after V12").await;
+    let homes = column::<String>(
+        &utc,
+        "SELECT source_updated_at || ' ' || tableoid::regclass FROM price_points ORDER BY 1",
+    )
+    .await;
+    assert_eq!(
+        homes,
+        [
+            "2024-09-04 00:00:00+00 price_points_2024_w36",
+            "2024-09-09 02:00:00+00 price_points_2024_w37",
+            "2024-09-11 00:00:00+00 price_points_2024_w37",
+        ]
+    );
 }
 
 #[tokio::test]
