@@ -248,15 +248,7 @@ async fn partition_bounds_are_utc_mondays_whatever_the_session() {
         ("Pacific/Chatham", "German, DMY"),
         ("Asia/Kolkata", "ISO, MDY"),
     ] {
-        let app = common::spawn_app_migrated_to(Some(0)).await;
-        app.db
-            .batch_execute(&format!(
-                "ALTER DATABASE {name} SET timezone = '{time_zone}';
-                 ALTER DATABASE {name} SET datestyle = '{date_style}';",
-                name = app.database.name()
-            ))
-            .await
-            .unwrap();
+        let app = unmigrated_with(time_zone, date_style).await;
         app.store().await.migrate().await.expect("migrating");
         // This week's Monday, 01:00 UTC: before 03:30, where a bound read as Israel time fell.
         let today = Utc::now().date_naive();
@@ -302,6 +294,20 @@ async fn assert_truncate_refused(app: &TestApp, partitions: &[&str]) {
         let code = error.as_db_error().map(|db| db.code().code().to_string());
         assert_eq!(code.as_deref(), Some("42501"), "{partition}: {error}");
     }
+}
+
+/// An empty database whose sessions (the store's, from now on) get these settings.
+async fn unmigrated_with(time_zone: &str, date_style: &str) -> TestApp {
+    let app = common::spawn_app_migrated_to(Some(0)).await;
+    app.db
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET timezone = '{time_zone}';
+             ALTER DATABASE {name} SET datestyle = '{date_style}';",
+            name = app.database.name()
+        ))
+        .await
+        .unwrap();
+    app
 }
 
 /// A connection to `app`'s database in UTC, once every partition's bounds are checked to be a
@@ -353,15 +359,7 @@ async fn on_the_utc_grid(app: &TestApp, context: &str) -> tokio_postgres::Client
 /// them: V12 makes them again on the grid, every row moved into its own week.
 #[tokio::test]
 async fn v12_puts_the_weeks_an_earlier_release_made_off_the_grid_back_on_it() {
-    let app = common::spawn_app_migrated_to(Some(0)).await;
-    app.db
-        .batch_execute(&format!(
-            "ALTER DATABASE {name} SET timezone = 'Asia/Kolkata';
-             ALTER DATABASE {name} SET datestyle = 'Postgres, MDY';",
-            name = app.database.name()
-        ))
-        .await
-        .unwrap();
+    let app = unmigrated_with("Asia/Kolkata", "Postgres, MDY").await;
     app.store().await.migrate_to(Some(10)).await.unwrap();
     connect(&app.database_url)
         .await
