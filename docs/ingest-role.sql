@@ -22,5 +22,7 @@ GRANT SELECT, INSERT, UPDATE ON backfill_jobs, backfill_chunks TO coingecko_cdc_
 -- For `coingecko-cdc status` and `chart` and for analysts: reading is harmless.
 GRANT SELECT ON current_prices, price_history, price_changes, latest_prices, price_ohlc_hourly,
     price_ohlc_daily TO coingecko_cdc_ingest;
--- Runs make the weekly partitions of price_points through this function, which acts as the owner.
-GRANT EXECUTE ON FUNCTION price_history_make_partitions(timestamptz[]) TO coingecko_cdc_ingest;
+-- Runs make the weekly partitions of price_points through this function, which acts as the owner
+-- and makes only the weeks a run can need; the second tells which rows are outside retention.
+GRANT EXECUTE ON FUNCTION price_history_make_partitions(timestamptz[]),
+    price_points_outside_retention(timestamptz[]) TO coingecko_cdc_ingest;

@@ -103,9 +103,11 @@ impl Ingest {
         }
         let abandoned = store.abandon_dead_runs().await?.len() as u64;
         let run_id = Uuid::now_v7();
-        store
-            .start_run(run_id, trigger_id.as_deref(), self.lease(source))
-            .await?;
+        let (trigger, lease) = (trigger_id.as_deref(), self.lease(source));
+        match source {
+            Source::Live { .. } => store.start_run(run_id, trigger, lease).await?,
+            Source::Recorded(_) => store.start_replay_run(run_id, trigger, lease).await?,
+        }
         match self
             .fetch_and_apply(store, run_id, trigger_id, started, source)
             .await
@@ -161,9 +163,13 @@ impl Ingest {
         source: Source<'_>,
     ) -> Result<Summary, RunError> {
         let fetched;
+        // A live run's own clock, as its pages are stamped: raw pages older than the retention
+        // by it are pruned. A replay's clock is in its file's past, and it prunes nothing.
+        let mut raw_clock = None;
         let (markets, pages, recorded_at, fetch, calls) = match source {
             Source::Live { time_left } => {
                 let time_left = self.fetch_time_left(time_left);
+                raw_clock = Some(Utc::now());
                 let fetch_started = Instant::now();
                 fetched = self
                     .coingecko
@@ -245,11 +251,13 @@ impl Ingest {
         let apply_before_raw = apply_started.elapsed();
         let raw_started = Instant::now();
         // Pruned first, so that a run always keeps its own pages, even with a retention of 0 days.
-        let pruned = apply
-            .prune_raw_pages(self.settings.raw_retention_days)
-            .await?;
-        if pruned > 0 {
-            tracing::info!(pruned, "old raw pages pruned");
+        if let Some(now) = raw_clock {
+            let pruned = apply
+                .prune_raw_pages(self.settings.raw_retention_days, now)
+                .await?;
+            if pruned > 0 {
+                tracing::info!(pruned, "old raw pages pruned");
+            }
         }
         if self.settings.store_raw {
             apply.store_raw_pages(run_id, pages).await?;
@@ -280,7 +288,8 @@ impl Ingest {
     }
 
     /// One currency's CDC stream: the rule against each coin's reference in that currency, for
-    /// the coins at least as new as what is held of them.
+    /// the coins at least as new as what is held of them. A coin whose history row would fall
+    /// outside retention is left out whole.
     async fn write_currency(
         &self,
         apply: &Apply<'_>,
@@ -306,7 +315,6 @@ impl Ingest {
             );
         }
         let held: Vec<Option<&HeldCoin>> = quotes.iter().map(|q| held.get(&q.coin_id)).collect();
-        let keys: Vec<Option<i32>> = held.iter().map(|h| h.map(|h| h.coin_key)).collect();
         let recordable: Vec<bool> = quotes
             .iter()
             .zip(&held)
@@ -315,11 +323,19 @@ impl Ingest {
                 cdc::is_recordable(q.price, reference, self.settings.threshold_pct)
             })
             .collect();
+        let outside =
+            outside_retention(apply, vs_currency, &quotes, &recordable, recorded_at).await?;
+        let kept: Vec<usize> = (0..quotes.len())
+            .filter(|&i| outside[i].is_none())
+            .collect();
+        let quotes_kept: Vec<&Quote> = kept.iter().map(|&i| quotes[i]).collect();
+        let keys: Vec<Option<i32>> = kept.iter().map(|&i| held[i].map(|h| h.coin_key)).collect();
+        let recordable: Vec<bool> = kept.iter().map(|&i| recordable[i]).collect();
         let written = apply
             .write_prices(
                 run_id,
                 vs_currency,
-                &quotes,
+                &quotes_kept,
                 &keys,
                 &recordable,
                 recorded_at,
@@ -333,8 +349,44 @@ impl Ingest {
             history_inserted: written.history_inserted,
             out_of_order: older.len() as u64,
             unrequested: market.unrequested() as u64,
+            outside_retention: (quotes.len() - kept.len()) as u64,
         })
     }
+}
+
+/// For each quote, why its history row may not be written (the period it falls in is retired),
+/// or `None`: only a recordable quote needs a row. Each one left out is logged with its reason.
+async fn outside_retention(
+    apply: &Apply<'_>,
+    vs_currency: &str,
+    quotes: &[&Quote],
+    recordable: &[bool],
+    recorded_at: Option<DateTime<Utc>>,
+) -> Result<Vec<Option<String>>, StoreError> {
+    // A row is stamped with the quote's time, else the run's (`write_prices`).
+    let times: Vec<Option<DateTime<Utc>>> = quotes
+        .iter()
+        .zip(recordable)
+        .filter(|(_, &record)| record)
+        .map(|(q, _)| q.source_updated_at.or(recorded_at))
+        .collect();
+    let mut judged = apply.outside_retention(&times).await?.into_iter();
+    let reasons: Vec<Option<String>> = recordable
+        .iter()
+        .map(|&record| {
+            if record {
+                judged.next().flatten()
+            } else {
+                None
+            }
+        })
+        .collect();
+    for (quote, reason) in quotes.iter().zip(&reasons) {
+        if let Some(reason) = reason {
+            tracing::warn!(vs_currency, coin_id = %quote.coin_id, at = ?quote.source_updated_at, %reason, "coin outside retention: left out");
+        }
+    }
+    Ok(reasons)
 }
 
 fn log_problems(vs_currency: &str, market: &Market) {

@@ -84,6 +84,7 @@ pub struct ReplaySummary {
     pub history_inserted: u64,
     pub unchanged: u64,
     pub out_of_order: u64,
+    pub outside_retention: u64,
     pub duration_ms: u64,
 }
 
@@ -110,6 +111,7 @@ impl ReplaySummary {
         self.history_inserted += run.history_inserted;
         self.unchanged += run.unchanged;
         self.out_of_order += run.out_of_order;
+        self.outside_retention += run.outside_retention;
         self.duration_ms += run.duration_ms;
     }
 }
@@ -184,6 +186,7 @@ mod tests {
                 history_inserted,
                 out_of_order: 0,
                 unrequested: 0,
+                outside_retention: 0,
             }],
             Requests { pages: 1, calls: 1 },
             Timings {

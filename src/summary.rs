@@ -58,8 +58,8 @@ impl FromStr for RunState {
     }
 }
 
-/// What one run did. Always `fetched = rejected + history_inserted + unchanged + out_of_order`,
-/// in total and in each currency; the totals add up the currencies.
+/// What one run did. Always `fetched = rejected + history_inserted + unchanged + out_of_order +
+/// outside_retention`, in total and in each currency; the totals add up the currencies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub run_id: Uuid,
@@ -85,6 +85,10 @@ pub struct Summary {
     /// Coins the answer carried that `COIN_IDS` did not ask for: left out, not in `fetched`.
     #[serde(default)]
     pub unrequested: u64,
+    /// Coins whose moved price falls in a period the owner retired (detached, dropped, older than
+    /// the retention horizon) or no run may make: left out whole, and named in the log.
+    #[serde(default)]
+    pub outside_retention: u64,
     /// Pages of `/coins/markets`.
     pub pages: u64,
     /// Dead runs this run found and recorded `abandoned` before it started.
@@ -125,6 +129,7 @@ pub struct CurrencySummary {
     pub out_of_order: u64,
     #[serde(default)]
     pub unrequested: u64,
+    pub outside_retention: u64,
 }
 
 /// How a backfill invocation ended.
@@ -171,6 +176,9 @@ pub struct BackfillSummary {
     pub points: u64,
     /// History rows written: the points the rule records, before the coin's first live row.
     pub history_inserted: u64,
+    /// Points in a period the owner retired, or no backfill may make: left out, before the rule.
+    #[serde(default)]
+    pub outside_retention: u64,
     /// Requests to CoinGecko, retries included.
     pub calls: u64,
     pub refused: Vec<RefusedCoin>,
@@ -191,6 +199,7 @@ impl BackfillSummary {
             chunks_left: 0,
             points: 0,
             history_inserted: 0,
+            outside_retention: 0,
             calls: 0,
             refused: Vec::new(),
             duration_ms: 0,
@@ -217,6 +226,7 @@ pub struct Counts {
     pub history_inserted: u64,
     pub out_of_order: u64,
     pub unrequested: u64,
+    pub outside_retention: u64,
 }
 
 /// The requests a run made to CoinGecko.
@@ -237,7 +247,11 @@ impl Summary {
         let currencies: Vec<CurrencySummary> = counts
             .into_iter()
             .map(|c| CurrencySummary {
-                unchanged: c.fetched - c.rejected - c.history_inserted - c.out_of_order,
+                unchanged: c.fetched
+                    - c.rejected
+                    - c.history_inserted
+                    - c.out_of_order
+                    - c.outside_retention,
                 vs_currency: c.vs_currency,
                 fetched: c.fetched,
                 rejected: c.rejected,
@@ -245,6 +259,7 @@ impl Summary {
                 history_inserted: c.history_inserted,
                 out_of_order: c.out_of_order,
                 unrequested: c.unrequested,
+                outside_retention: c.outside_retention,
             })
             .collect();
         let total = |count: fn(&CurrencySummary) -> u64| currencies.iter().map(count).sum();
@@ -264,6 +279,7 @@ impl Summary {
             unchanged: total(|c| c.unchanged),
             out_of_order: total(|c| c.out_of_order),
             unrequested: total(|c| c.unrequested),
+            outside_retention: total(|c| c.outside_retention),
             pages: requests.pages,
             abandoned_runs: 0,
             calls: requests.calls,
@@ -311,6 +327,7 @@ mod tests {
             history_inserted,
             out_of_order: 0,
             unrequested: 0,
+            outside_retention: 0,
         }
     }
 
@@ -332,6 +349,37 @@ mod tests {
         let s = summary();
         assert_eq!(s.unchanged, 85);
         assert_eq!(s.fetched, s.rejected + s.history_inserted + s.unchanged);
+    }
+
+    #[test]
+    fn coins_outside_retention_are_neither_recorded_nor_unchanged() {
+        let s = Summary::succeeded(
+            Uuid::nil(),
+            None,
+            vec![
+                Counts {
+                    outside_retention: 4,
+                    ..counts("usd", 100, 3, 12)
+                },
+                Counts {
+                    outside_retention: 1,
+                    ..counts("eur", 10, 0, 2)
+                },
+            ],
+            Requests::default(),
+            Timings::default(),
+        );
+        assert_eq!((s.outside_retention, s.unchanged), (5, 88));
+        assert_eq!(
+            s.fetched,
+            s.rejected + s.history_inserted + s.unchanged + s.outside_retention
+        );
+        let per_currency: Vec<(u64, u64)> = s
+            .currencies
+            .iter()
+            .map(|c| (c.outside_retention, c.unchanged))
+            .collect();
+        assert_eq!(per_currency, [(4, 81), (1, 7)]);
     }
 
     #[test]
@@ -387,6 +435,7 @@ mod tests {
             "unchanged",
             "out_of_order",
             "unrequested",
+            "outside_retention",
             "pages",
             "calls",
             "currencies",

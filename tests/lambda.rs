@@ -334,6 +334,7 @@ fn a_run() -> Summary {
             history_inserted: 3,
             out_of_order: 2,
             unrequested: 0,
+            outside_retention: 0,
         }],
         Requests { pages: 1, calls: 1 },
         Timings {

@@ -4,40 +4,9 @@
 mod common;
 
 use coingecko_cdc::app::AppError;
-use coingecko_cdc::backfill::{BackfillRequest, Granularity, Window};
-use coingecko_cdc::secrets::SecretsManager;
 use coingecko_cdc::summary::BackfillOutcome;
-use common::{connect, fixture, spawn_app, TestApp};
-
-/// docs/ingest-role.sql creates a role of the server: two tests creating it at once could collide.
-static GRANTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The test database's URL for a new login role with only `docs/ingest-role.sql`'s grants; the
-/// role is dropped with the test's database, passing or failing.
-async fn ingest_login(app: &TestApp) -> String {
-    let grants =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ingest-role.sql"))
-            .unwrap();
-    let granting = GRANTING.lock().await;
-    app.db
-        .batch_execute(&grants)
-        .await
-        .expect("docs/ingest-role.sql runs as the owner");
-    drop(granting);
-    let name = app.database.role_name("ingest");
-    // A generated name: roles cannot be bound as parameters.
-    app.db
-        .batch_execute(&format!(
-            "CREATE ROLE {name} LOGIN IN ROLE coingecko_cdc_ingest"
-        ))
-        .await
-        .unwrap();
-    let url = app
-        .database_url
-        .replacen("postgres@", &format!("{name}@"), 1);
-    assert_ne!(url, app.database_url, "the test server URL names its user");
-    url
-}
+use common::market_chart::backfill_august_2024;
+use common::{connect, fixture, ingest_login, spawn_app};
 
 #[tokio::test]
 async fn the_ingest_role_runs_an_ingest_and_can_do_nothing_more() {
@@ -58,25 +27,7 @@ async fn the_ingest_role_runs_an_ingest_and_can_do_nothing_more() {
         "the first run's page pruned by the ingest role"
     );
     // A backfill, with the same grants: its job, its chunks and history before the live rows.
-    app.set("COINGECKO_API_PLAN", "pro");
-    common::market_chart::ChartBook::default()
-        .serve_on(&app.coingecko)
-        .await;
-    let august = BackfillRequest::new(
-        Window::Range {
-            from: "2024-08-01T00:00:00Z".parse().unwrap(),
-            to: Some("2024-09-01T00:00:00Z".parse().unwrap()),
-        },
-        Some(vec!["bitcoin".into()]),
-        Granularity::Daily,
-    )
-    .unwrap();
-    let backfilled = app
-        .app_with(&[], SecretsManager::default())
-        .await
-        .backfill(&august, None)
-        .await
-        .expect("a backfill as the ingest role");
+    let backfilled = backfill_august_2024(&mut app).await;
     assert_eq!(backfilled.outcome, BackfillOutcome::Finished);
     assert!(backfilled.history_inserted > 0, "{backfilled:?}");
 

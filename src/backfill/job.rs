@@ -15,7 +15,7 @@ use crate::coingecko::{Call, ChartSession, CoinGeckoClient, FetchError, TimeLimi
 use crate::config::{ApiPlan, CoinSelection, IngestConfig};
 use crate::market::ChartPoint;
 use crate::store::{
-    BackfillCoins, BackfillJob, BackfillWindow, Claim, NewBackfill, PendingChunk, Store,
+    Apply, BackfillCoins, BackfillJob, BackfillWindow, Claim, NewBackfill, PendingChunk, Store,
     StoreError, LEASE_MARGIN,
 };
 use crate::summary::{BackfillOutcome, BackfillSummary, RefusedCoin};
@@ -305,7 +305,10 @@ impl Backfill<'_> {
                 tracing::warn!(coin_id = %chunk.coin_id, vs_currency = %chunk.vs_currency, at = ?skipped.at, reason = %skipped.reason, "chart point skipped");
             }
             let written = match self.apply(store, job, run_id, &chunk, &chart, calls).await {
-                Ok(Some(written)) => written,
+                Ok(Some((written, outside))) => {
+                    summary.outside_retention += outside;
+                    written
+                }
                 Ok(None) => {
                     tracing::warn!(job_id = %job.job_id, "another invocation took the backfill over: stopping");
                     store.add_calls(job.job_id, chunk.position, calls).await?;
@@ -327,7 +330,8 @@ impl Backfill<'_> {
 
     /// Writes a fetched chunk in its own transaction: the points inside the job's window (a
     /// chunk can be fetched wider than it) and the chunk, before the coin's first live row and
-    /// an earlier backfill's rows, walked by the rule. `None`: the job is no longer ours.
+    /// an earlier backfill's rows and outside retention, walked by the rule: the rows written and
+    /// the points left out for retention. `None`: the job is no longer ours.
     async fn apply(
         &self,
         store: &mut Store,
@@ -336,7 +340,7 @@ impl Backfill<'_> {
         chunk: &PendingChunk,
         chart: &crate::market::Chart,
         calls: i32,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Option<(u64, u64)>, StoreError> {
         let apply = store
             .begin_apply(self.settings.lock_timeout, self.settings.statement_timeout)
             .await?;
@@ -361,6 +365,7 @@ impl Backfill<'_> {
                     && bounds.fill_until.is_none_or(|u| p.at < u)
             })
             .collect();
+        let (fillable, outside) = within_retention(&apply, chunk, fillable).await?;
         let recordable = cdc::recordable_series(
             fillable.iter().map(|p| p.price),
             bounds.reference,
@@ -376,7 +381,7 @@ impl Backfill<'_> {
             .write_chunk(run_id, job.job_id, chunk, &recorded, fetched, calls)
             .await?;
         apply.commit().await?;
-        Ok(Some(written))
+        Ok(Some((written, outside)))
     }
 
     async fn fetch(
@@ -405,4 +410,26 @@ impl Backfill<'_> {
             .chart(session, &pending.coin_id, &pending.vs_currency, &chunk)
             .await
     }
+}
+
+/// The points of `points` in periods history may hold, and how many were left out (in periods the
+/// owner retired, or no backfill may make), logged once for the chunk.
+async fn within_retention<'p>(
+    apply: &Apply<'_>,
+    chunk: &PendingChunk,
+    points: Vec<&'p ChartPoint>,
+) -> Result<(Vec<&'p ChartPoint>, u64), StoreError> {
+    let times: Vec<_> = points.iter().map(|p| Some(p.at)).collect();
+    let reasons = apply.outside_retention(&times).await?;
+    let first_reason = reasons.iter().flatten().next().cloned();
+    let kept: Vec<&ChartPoint> = points
+        .into_iter()
+        .zip(&reasons)
+        .filter_map(|(p, reason)| reason.is_none().then_some(p))
+        .collect();
+    let outside = (reasons.len() - kept.len()) as u64;
+    if let Some(reason) = first_reason {
+        tracing::warn!(coin_id = %chunk.coin_id, vs_currency = %chunk.vs_currency, outside, %reason, "chart points outside retention: left out");
+    }
+    Ok((kept, outside))
 }

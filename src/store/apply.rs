@@ -270,12 +270,12 @@ impl Apply<'_> {
             .filter_map(|(at, &record)| record.then_some(*at))
             .collect();
         // History rows need their period's partition (the function also makes the next period's
-        // ahead, off the critical path of its first run). Rows without a time get `as_of`.
+        // ahead, off the critical path of its first run).
         self.bounded(
             "making the partitions of price_history",
             self.tx.execute_typed(
-                "SELECT price_history_make_partitions($1::timestamptz[] || $2::timestamptz)",
-                &[typed(&recorded_times), typed(&as_of)],
+                "SELECT price_history_make_partitions($1::timestamptz[])",
+                &[typed(&recorded_times)],
             ),
         )
         .await?;
@@ -362,13 +362,18 @@ impl Apply<'_> {
         Ok(())
     }
 
-    /// Deletes raw pages older than the retention; returns how many went.
-    pub async fn prune_raw_pages(&self, retention_days: u32) -> Result<u64, StoreError> {
+    /// Deletes the raw pages fetched more than `retention_days` before `now`, the run's own
+    /// clock (as its pages are stamped); returns how many went.
+    pub async fn prune_raw_pages(
+        &self,
+        retention_days: u32,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         self.bounded(
             "pruning old raw pages",
             self.tx.execute_typed(
-                "DELETE FROM raw_pages WHERE fetched_at < now() - make_interval(days => $1)",
-                &[typed(&(retention_days as i32))],
+                "DELETE FROM raw_pages WHERE fetched_at < $2 - make_interval(days => $1)",
+                &[typed(&(retention_days as i32)), typed(&now)],
             ),
         )
         .await

@@ -11,6 +11,7 @@ mod error;
 mod migrations;
 mod params;
 mod reports;
+mod retention;
 mod runs;
 
 use std::time::Duration;

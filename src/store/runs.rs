@@ -50,6 +50,17 @@ impl Store {
         self.record_start(run_id, trigger_id, "live", lease).await
     }
 
+    /// Records the start of a run that replays a recorded answer: its own kind, which the health
+    /// and the status table of the live runs leave out.
+    pub async fn start_replay_run(
+        &self,
+        run_id: Uuid,
+        trigger_id: Option<&str>,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        self.record_start(run_id, trigger_id, "replay", lease).await
+    }
+
     /// Records a backfill invocation in the ledger: its rows point at it.
     pub async fn start_backfill_run(
         &self,
@@ -95,10 +106,10 @@ impl Store {
                 "UPDATE ingest_runs r
                  SET status = 'abandoned', finished_at = clock_timestamp(),
                      error = CASE r.kind
-                         WHEN 'live' THEN 'abandoned: still running when its lease ran out at '
-                             || r.lease_until || ' (the process was killed or lost the database); nothing of it was applied'
-                         ELSE 'abandoned: still running when its lease ran out at '
+                         WHEN 'backfill' THEN 'abandoned: still running when its lease ran out at '
                              || r.lease_until || ' (the process was killed or lost the database); the chunks it applied are kept and the next backfill invocation continues'
+                         ELSE 'abandoned: still running when its lease ran out at '
+                             || r.lease_until || ' (the process was killed or lost the database); nothing of it was applied'
                      END
                  FROM (SELECT run_id FROM ingest_runs
                        WHERE status = 'running' AND lease_until < clock_timestamp()

@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use chrono::{Days, NaiveDate};
 use coingecko_cdc::archive::{read_answer, SHIPPED_YEAR};
+use coingecko_cdc::backfill::{BackfillRequest, Granularity, Window};
 use coingecko_cdc::market::exact_decimal;
+use coingecko_cdc::secrets::SecretsManager;
+use coingecko_cdc::summary::BackfillSummary;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -390,4 +393,25 @@ fn read_request(request: &Request) -> Result<ChartRequest, String> {
 
 fn json(status: u16, body: String) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_raw(body, "application/json")
+}
+
+/// A daily backfill of bitcoin's August 2024 on the Pro plan, its answers from a [`ChartBook`]:
+/// the month before the live fixtures' first day (2024-09-05).
+pub async fn backfill_august_2024(app: &mut super::TestApp) -> BackfillSummary {
+    app.set("COINGECKO_API_PLAN", "pro");
+    ChartBook::default().serve_on(&app.coingecko).await;
+    let august = BackfillRequest::new(
+        Window::Range {
+            from: "2024-08-01T00:00:00Z".parse().unwrap(),
+            to: Some("2024-09-01T00:00:00Z".parse().unwrap()),
+        },
+        Some(vec!["bitcoin".into()]),
+        Granularity::Daily,
+    )
+    .unwrap();
+    app.app_with(&[], SecretsManager::default())
+        .await
+        .backfill(&august, None)
+        .await
+        .expect("the backfill of August 2024")
 }

@@ -172,6 +172,11 @@ pub async fn fresh_database() -> TestDatabase {
 }
 
 impl TestDatabase {
+    /// The database's name (for `ALTER DATABASE`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// A name for a role this test makes on the server (roles outlive databases): it is dropped
     /// after the database.
     pub fn role_name(&self, prefix: &str) -> String {
@@ -388,6 +393,36 @@ impl TestApp {
         )
         .await
     }
+}
+
+/// docs/ingest-role.sql creates a role of the server: two tests creating it at once could collide.
+static GRANTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The test database's URL for a new login role with only `docs/ingest-role.sql`'s grants; the
+/// role is dropped with the test's database, passing or failing.
+pub async fn ingest_login(app: &TestApp) -> String {
+    let grants =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ingest-role.sql"))
+            .unwrap();
+    let granting = GRANTING.lock().await;
+    app.db
+        .batch_execute(&grants)
+        .await
+        .expect("docs/ingest-role.sql runs as the owner");
+    drop(granting);
+    let name = app.database.role_name("ingest");
+    // A generated name: roles cannot be bound as parameters.
+    app.db
+        .batch_execute(&format!(
+            "CREATE ROLE {name} LOGIN IN ROLE coingecko_cdc_ingest"
+        ))
+        .await
+        .unwrap();
+    let url = app
+        .database_url
+        .replacen("postgres@", &format!("{name}@"), 1);
+    assert_ne!(url, app.database_url, "the test server URL names its user");
+    url
 }
 
 /// Runs the `coingecko-cdc` binary with only the app's settings (plus `extra`) in its environment.
