@@ -76,6 +76,7 @@ pub fn metrics_record(summary: &Summary, timestamp_ms: i64) -> Value {
             ("Rejected", "Count", summary.rejected),
             ("HistoryInserted", "Count", summary.history_inserted),
             ("OutOfOrder", "Count", summary.out_of_order),
+            ("OutsideRetention", "Count", summary.outside_retention),
             ("Duration", "Milliseconds", summary.duration_ms),
             ("FetchDuration", "Milliseconds", summary.fetch_ms),
             ("ApplyDuration", "Milliseconds", summary.apply_ms),

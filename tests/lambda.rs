@@ -334,7 +334,7 @@ fn a_run() -> Summary {
             history_inserted: 3,
             out_of_order: 2,
             unrequested: 0,
-            outside_retention: 0,
+            outside_retention: 1,
         }],
         Requests { pages: 1, calls: 1 },
         Timings {
@@ -347,11 +347,12 @@ fn a_run() -> Summary {
 }
 
 /// The figures a run's EMF record carries, besides `Duplicate`.
-const FIGURES: [&str; 10] = [
+const FIGURES: [&str; 11] = [
     "Fetched",
     "Rejected",
     "HistoryInserted",
     "OutOfOrder",
+    "OutsideRetention",
     "Duration",
     "FetchDuration",
     "ApplyDuration",
@@ -383,6 +384,7 @@ fn metrics_are_an_embedded_metric_format_record() {
     );
     assert_eq!(record["HistoryInserted"], 3);
     assert_eq!(record["OutOfOrder"], 2);
+    assert_eq!(record["OutsideRetention"], 1);
     assert_eq!(record["Duration"], 1234);
     assert_eq!(
         (
