@@ -28,7 +28,7 @@ LANGUAGE sql STABLE SET search_path FROM CURRENT SET TimeZone = 'UTC' SET DateSt
     JOIN pg_class c ON c.oid = i.inhrelid,
          regexp_match(pg_get_expr(c.relpartbound, c.oid),
                       '^FOR VALUES FROM \(''?([^'')]*)''?\) TO \(''?([^'')]*)''?\)$') AS b
-    WHERE i.inhparent = to_regclass('price_points') AND b IS NOT NULL
+    WHERE i.inhparent = to_regclass('price_points') AND NOT i.inhdetachpending AND b IS NOT NULL
 $$;
 
 -- Records every attached partition in price_points_periods and guards those without a TRUNCATE
@@ -66,6 +66,7 @@ LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
     SELECT EXISTS (
         SELECT FROM price_points_periods r
         JOIN pg_inherits i ON i.inhrelid = r.partition_oid AND i.inhparent = 'price_points'::regclass
+                          AND NOT i.inhdetachpending
         WHERE r.from_at <= instant AND instant < r.to_at)
 $$;
 
@@ -280,3 +281,19 @@ $$;
 ALTER TABLE ingest_runs DROP CONSTRAINT ingest_runs_kind_check,
     ADD CONSTRAINT ingest_runs_kind_check CHECK (kind IN ('live', 'backfill', 'replay'));
 UPDATE ingest_runs SET kind = 'replay' WHERE kind = 'live' AND trigger_id LIKE 'replay:%';
+
+-- A path that does not name pg_temp searches it first: a caller's temporary table named like
+-- ours (price_points_periods, pg_inherits) would stand in for it inside the functions the ingest
+-- role may call. pg_temp goes last, for every function of the schema that sets its path.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+             WHERE p.pronamespace = current_schema()::regnamespace
+               AND (p.prosecdef OR EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%'))
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f, current_schema());
+    END LOOP;
+END
+$$;

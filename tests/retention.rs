@@ -220,7 +220,41 @@ async fn the_ingest_role_can_make_only_the_weeks_a_run_can_need() {
             "{db:?}"
         );
     }
+    // Temporary tables named like the owner's do not stand in for them inside the functions.
+    ingest
+        .batch_execute(
+            "CREATE TEMP TABLE price_points_periods (from_at timestamptz, to_at timestamptz,
+                 partition_oid oid, PRIMARY KEY (from_at, to_at, partition_oid));
+             CREATE TEMP TABLE price_points_partitioning (period text, only_row bool, retention interval);
+             INSERT INTO price_points_partitioning VALUES ('day', true, NULL);
+             CREATE TEMP TABLE pg_inherits (inhrelid oid, inhparent oid, inhseqno int, inhdetachpending bool);",
+        )
+        .await
+        .unwrap();
+    let error = ingest
+        .execute("SELECT price_history_make_partitions('{2024-09-05Z}')", &[])
+        .await
+        .unwrap_err();
+    let db = error.as_db_error().unwrap_or_else(|| panic!("{error}"));
+    assert_eq!(db.code().code(), "22023", "shadowed: {db:?}");
     assert_eq!(attached(&app).await, partitions, "nothing was made");
+    // A week the role may make is made as the owner's table says: a week, not a day.
+    ingest
+        .execute("SELECT price_history_make_partitions('{2014-01-01Z}')", &[])
+        .await
+        .unwrap();
+    app.db.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
+    let made: Vec<String> = column(
+        &app.db,
+        "SELECT c.relname || ' ' || pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i
+         JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'price_points'::regclass AND c.relname LIKE '%2014%'",
+    )
+    .await;
+    assert_eq!(
+        made,
+        ["price_points_2014_w01 FOR VALUES FROM ('2013-12-30 00:00:00+00') TO ('2014-01-06 00:00:00+00')"]
+    );
     let judged: Vec<Option<String>> = ingest
         .query_one(
             "SELECT price_points_outside_retention('{2024-09-05Z,NULL}')",
