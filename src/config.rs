@@ -368,10 +368,14 @@ impl Env<'_> {
         let Some(raw) = self.text(setting.var) else {
             return Ok(None);
         };
+        // Rust's parse takes a leading `+`; the documented form is digits only.
+        let digits = raw.bytes().all(|b| b.is_ascii_digit());
         match raw.parse::<u64>() {
-            Ok(value) if (setting.min..=setting.max).contains(&value) => T::try_from(value)
-                .map(Some)
-                .map_err(|_| setting.refused(&raw)),
+            Ok(value) if digits && (setting.min..=setting.max).contains(&value) => {
+                T::try_from(value)
+                    .map(Some)
+                    .map_err(|_| setting.refused(&raw))
+            }
             _ => Err(setting.refused(&raw)),
         }
     }
@@ -852,6 +856,7 @@ mod tests {
                 "-1".to_string(),
                 "1.5".to_string(),
                 "1e3".to_string(),
+                format!("+{}", setting.max),
             ];
             for value in past {
                 let err = config(&[(var, &value)]).expect_err(var);

@@ -136,7 +136,9 @@ fn config(vars: &[(&str, &str)]) -> Result<Config, coingecko_cdc::config::Config
 /// the documented bounds (spaces around it allowed); nothing else.
 fn whole_number_is_accepted(value: &str, min: u64, max: u64) -> bool {
     let value = value.trim();
-    value.is_empty() || value.parse::<u64>().is_ok_and(|n| (min..=max).contains(&n))
+    value.is_empty()
+        || (value.bytes().all(|b| b.is_ascii_digit())
+            && value.parse::<u64>().is_ok_and(|n| (min..=max).contains(&n)))
 }
 
 /// Either taken, or refused naming one of the variables given (or, for `DB_AUTH=iam`, what it

@@ -90,10 +90,12 @@ pub enum CoinsError {
     Empty { position: usize },
     #[error("the backfill's coin id number {position} ({id:?}) holds a control character: give CoinGecko ids such as bitcoin")]
     ControlCharacter { position: usize, id: String },
+    #[error("the backfill's coin id number {position} ({id:?}) has spaces around it or is only spaces: CoinGecko ids have none (--coins bitcoin,ethereum)")]
+    Spaces { position: usize, id: String },
 }
 
 impl BackfillRequest {
-    /// Checks the coins: an empty id, or one with a control character, is refused, naming its
+    /// Checks the coins: an empty id, one with a control character or spaces around it, is refused, naming its
     /// position (1-based); a repeated id counts once, in the order first given. No coins at all
     /// (`Some` of an empty list) means the default coins, as `None` does.
     pub fn new(
@@ -135,6 +137,9 @@ fn unique_ids(ids: Vec<String>) -> Result<Vec<String>, CoinsError> {
         }
         if id.chars().any(char::is_control) {
             return Err(CoinsError::ControlCharacter { position, id });
+        }
+        if id.trim() != id {
+            return Err(CoinsError::Spaces { position, id });
         }
         if seen.insert(id.clone()) {
             unique.push(id);
@@ -663,6 +668,16 @@ mod tests {
         );
         let err = asked(&["alpha", "be\0ta"]).unwrap_err();
         assert!(err.to_string().contains("number 2"), "{err}");
+        for spaced in [" ", "bitcoin ", " ethereum"] {
+            assert_eq!(
+                asked(&["alpha", spaced]),
+                Err(CoinsError::Spaces {
+                    position: 2,
+                    id: spaced.to_string()
+                }),
+                "{spaced:?}"
+            );
+        }
         assert!(
             asked(&[""]).unwrap_err().to_string().contains("empty"),
             "names the problem"
