@@ -338,3 +338,6 @@ async fn backfill_prints_its_summary_and_a_window_the_demo_plan_refuses_is_an_er
     let usage = cli(&app, &["backfill"], &[]).await;
     assert_eq!(usage.status.code(), Some(2), "--days or --from is required");
 }
+
+#[path = "cli/settings.rs"]
+mod settings;

@@ -896,3 +896,6 @@ async fn the_coin_dimension_keys_each_id_once_and_keeps_its_latest_description()
     assert!(later.get::<_, At>(3) > before.get::<_, At>(3));
     assert_eq!(app.count("coins").await, 1);
 }
+
+#[path = "ingest/latest_state.rs"]
+mod latest_state;

@@ -618,3 +618,6 @@ fn the_dashboard_is_json_and_shows_only_metrics_the_function_emits() {
         );
     }
 }
+
+#[path = "lambda/events.rs"]
+mod events;

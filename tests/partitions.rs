@@ -194,3 +194,6 @@ async fn retention_drops_a_week_while_rows_stay_append_only() {
         "the reference lives in the latest prices: a dropped week is not re-recorded"
     );
 }
+
+#[path = "partitions/retention.rs"]
+mod retention;

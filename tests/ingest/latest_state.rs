@@ -3,16 +3,16 @@
 //! without freezing a coin; the tracked set is the last run's; health follows the run that
 //! finished last.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
+use crate::common::market_chart::ChartBook;
+use crate::common::simple_price::PriceBook;
+use crate::common::{cli, coin, page, spawn_app, TestApp};
 use coingecko_cdc::backfill::{BackfillRequest, Granularity, Window};
 use coingecko_cdc::secrets::SecretsManager;
 use coingecko_cdc::store::RUN_LOCK;
-use common::market_chart::ChartBook;
-use common::simple_price::PriceBook;
-use common::{cli, coin, page, spawn_app, TestApp};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

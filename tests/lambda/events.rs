@@ -2,13 +2,11 @@
 //! alike: the shipped `events/*.json` do the same through both, and a payload one refuses the
 //! other refuses with the same message, before any database work.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
+use crate::common::{cli, fixture, last_stderr_line, spawn_app, stdout_json, TestApp};
 use coingecko_cdc::lambda::handle;
 use coingecko_cdc::secrets::SecretsManager;
-use common::{cli, fixture, last_stderr_line, spawn_app, stdout_json, TestApp};
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde_json::{json, Value};
 

@@ -4,17 +4,17 @@
 //! bounds are UTC whatever the session; every partition refuses TRUNCATE; a replay leaves the
 //! live runs' raw pages and health alone.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
+use crate::common::market_chart::backfill_august_2024;
+use crate::common::{coin, column, connect, fixture, ingest_login, page, spawn_app, TestApp};
 use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use coingecko_cdc::archive::{self, SHIPPED_YEAR};
 use coingecko_cdc::replay::recorded_answer;
 use coingecko_cdc::secrets::SecretsManager;
 use coingecko_cdc::summary::{BackfillOutcome, BackfillSummary, RunState};
-use common::market_chart::backfill_august_2024;
-use common::{coin, column, connect, fixture, ingest_login, page, spawn_app, TestApp};
 
 /// Week 32 of 2024: Monday 2024-08-05 to Sunday 2024-08-11, inside the backfilled August.
 const W32: &str = "price_points_2024_w32";

@@ -2,16 +2,16 @@
 //! and never a password or key in what the process prints. The many random cases call the
 //! configuration directly; a handful run the real binary.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 
+use crate::common::{cli, cli_alone, fixture, last_stderr_line, spawn_app, stdout_json};
 use coingecko_cdc::config::Config;
-use common::{cli, cli_alone, fixture, last_stderr_line, spawn_app, stdout_json};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
-/// The whole-number settings and their bounds, as README.md's Settings table documents them.
+/// The whole-number settings and their bounds, as docs/settings.md's table documents them.
 const DOCUMENTED_BOUNDS: [(&str, u64, u64); 9] = [
     ("TOP_N", 1, 100_000),
     ("COINGECKO_MAX_ATTEMPTS", 1, 100),
@@ -24,7 +24,7 @@ const DOCUMENTED_BOUNDS: [(&str, u64, u64); 9] = [
     ("DB_STATEMENT_TIMEOUT_SECS", 1, 86_400),
 ];
 
-/// The other settings of the README's table (`RUST_LOG` is the binary's: see below).
+/// The other settings of docs/settings.md's table (`RUST_LOG` is the binary's: see below).
 const OTHER_SETTINGS: [&str; 27] = [
     "DATABASE_URL",
     "DB_SECRET_ID",
