@@ -218,21 +218,20 @@ impl Ingest {
             Some(&(vs_currency, _)) => apply.latest_price_time(vs_currency).await?,
             None => None,
         };
+        // A recorded answer is in the first currency only, whose newest price was just read.
+        if let (Source::Recorded(answer), Some(held)) = (source, held_until) {
+            if held > answer.recorded_at {
+                return Err(RunError::OutOfOrder {
+                    file: answer.file.clone(),
+                    vs_currency: markets[0].0.to_string(),
+                    recorded_at: answer.recorded_at,
+                    held,
+                });
+            }
+        }
         let mut counts = Vec::with_capacity(markets.len());
         for &(vs_currency, market) in &markets {
             log_problems(vs_currency, market);
-            if let Source::Recorded(answer) = source {
-                if let Some(held) = apply.latest_price_time(vs_currency).await? {
-                    if held > answer.recorded_at {
-                        return Err(RunError::OutOfOrder {
-                            file: answer.file.clone(),
-                            vs_currency: vs_currency.to_string(),
-                            recorded_at: answer.recorded_at,
-                            held,
-                        });
-                    }
-                }
-            }
             counts.push(
                 self.write_currency(&apply, run_id, vs_currency, market, recorded_at)
                     .await?,
