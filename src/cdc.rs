@@ -51,21 +51,31 @@ pub fn is_out_of_order(observed_at: DateTime<Utc>, held_at: Option<DateTime<Utc>
     held_at.is_some_and(|held| observed_at < held)
 }
 
-/// Which prices of a series, in time order, the rule records: each against the price of the
-/// last one recorded before it, the first against `reference` (`None`: never recorded, so the
-/// first is). What a run after run of the live ingest would have recorded of the same prices.
-pub fn recordable_series(
-    prices: impl IntoIterator<Item = Decimal>,
+/// Which of the prices `offered` to a series the rule records, among the rows the series
+/// already `held`s (history is append-only: those stay as they are). Both come in time order; each
+/// offered price is judged against the last row before it, held or just recorded, the first
+/// against `reference` (the last row before them all; `None`: never recorded, so the first is).
+/// One offered at the instant of a held row is not recorded: the series has that instant. With
+/// nothing held, what a run after run of the live ingest would have recorded of the same prices.
+pub fn recordable_series<T: Ord>(
+    offered: &[(T, Decimal)],
+    held: &[(T, Decimal)],
     reference: Option<Decimal>,
     threshold_pct: Decimal,
 ) -> Vec<bool> {
     let mut last = reference;
-    prices
-        .into_iter()
-        .map(|price| {
-            let record = is_recordable(price, last, threshold_pct);
+    let mut held = held.iter().peekable();
+    offered
+        .iter()
+        .map(|(at, price)| {
+            let mut taken = false;
+            while let Some((held_at, held_price)) = held.next_if(|(held_at, _)| held_at <= at) {
+                last = Some(*held_price);
+                taken |= held_at == at;
+            }
+            let record = !taken && is_recordable(*price, last, threshold_pct);
             if record {
-                last = Some(price);
+                last = Some(*price);
             }
             record
         })
@@ -85,20 +95,50 @@ mod tests {
         is_recordable(d(new), reference.map(d), d(pct))
     }
 
+    /// A series numbered in time order.
+    fn series(prices: &[&str]) -> Vec<(usize, Decimal)> {
+        prices.iter().map(|p| d(p)).enumerate().collect()
+    }
+
     #[test]
     fn a_series_is_walked_against_the_last_recorded_price_not_the_last_seen() {
-        let series = ["100", "100.3", "100.6", "100.2", "99.4", "99.4", "100"].map(d);
+        let series = series(&["100", "100.3", "100.6", "100.2", "99.4", "99.4", "100"]);
         assert_eq!(
-            recordable_series(series, None, d("0.5")),
+            recordable_series(&series, &[], None, d("0.5")),
             [true, false, true, false, true, false, true]
         );
         // A drift of small steps is recorded once it adds up.
-        let drift = ["100.2", "100.4", "100.5"].map(d);
+        let drift = self::series(&["100.2", "100.4", "100.5"]);
         assert_eq!(
-            recordable_series(drift, Some(d("100")), d("0.5")),
+            recordable_series(&drift, &[], Some(d("100")), d("0.5")),
             [false, false, true]
         );
-        assert!(recordable_series([], None, d("1")).is_empty());
+        assert!(recordable_series::<usize>(&[], &[], None, d("1")).is_empty());
+    }
+
+    #[test]
+    fn offered_prices_are_judged_against_the_rows_held_between_them() {
+        // Held at 2 (101) and 4 (103): 3 is judged against 101, 5 against 103; 4 is held already.
+        let offered = [
+            (1, d("100")),
+            (3, d("101.3")),
+            (4, d("110")),
+            (5, d("103.4")),
+        ];
+        let held = [(2, d("101")), (4, d("103"))];
+        assert_eq!(
+            recordable_series(&offered, &held, Some(d("99")), d("0.5")),
+            [true, false, false, false]
+        );
+        assert_eq!(
+            recordable_series(&offered, &held, Some(d("100")), d("0.2")),
+            [false, true, false, true]
+        );
+        // A held row after every offered one changes nothing before it.
+        assert_eq!(
+            recordable_series(&offered[..1], &[(9, d("1"))], None, d("0.5")),
+            [true]
+        );
     }
 
     #[test]

@@ -260,7 +260,11 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 (None, Some(from)) => Window::Range { from, to: args.to },
                 (None, None) => unreachable!("clap requires --days or --from"),
             };
-            let request = BackfillRequest::new(window, Some(args.coins), args.granularity)?;
+            let request = BackfillRequest::new(
+                window,
+                (!args.coins.is_empty()).then_some(args.coins),
+                args.granularity,
+            )?;
             let summary = app.backfill(&request, None).await?;
             println!("{}", serde_json::to_string(&summary)?);
         }

@@ -681,17 +681,18 @@ fn parse_base_url(raw: &str) -> Result<Url, String> {
 
 fn parse_coin_ids(list: &str) -> Result<Vec<String>, ConfigError> {
     let mut seen = std::collections::HashSet::new();
-    let ids: Vec<String> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|id| !id.is_empty() && seen.insert(*id))
-        .map(String::from)
-        .collect();
-    if ids.is_empty() {
-        return Err(ConfigError::new(
-            "COIN_IDS",
-            "expected a comma-separated list of CoinGecko ids such as bitcoin,ethereum",
-        ));
+    let mut ids = Vec::new();
+    for (index, id) in list.split(',').map(str::trim).enumerate() {
+        // Two commas in a row or one at the end: a coin may have been left out by mistake.
+        if id.is_empty() {
+            return Err(ConfigError::new(
+                "COIN_IDS",
+                format!("id number {} is empty: expected a comma-separated list of CoinGecko ids such as bitcoin,ethereum", index + 1),
+            ));
+        }
+        if seen.insert(id) {
+            ids.push(id.to_string());
+        }
     }
     if ids.len() > MAX_COIN_IDS {
         return Err(ConfigError::new(
@@ -772,7 +773,7 @@ mod tests {
 
     #[test]
     fn coin_ids_are_trimmed_and_deduplicated() {
-        let cfg = config(&[("COIN_IDS", " bitcoin, ethereum,,bitcoin ")]).unwrap();
+        let cfg = config(&[("COIN_IDS", " bitcoin, ethereum,bitcoin ")]).unwrap();
         assert_eq!(
             cfg.coingecko.selection,
             CoinSelection::Ids(vec!["bitcoin".into(), "ethereum".into()])
@@ -801,6 +802,8 @@ mod tests {
             ("VS_CURRENCIES", "usd,,eur"),
             ("VS_CURRENCIES", "usd,EUR,eur"),
             ("COIN_IDS", ",,"),
+            ("COIN_IDS", "bitcoin,,ethereum"),
+            ("COIN_IDS", "bitcoin,"),
             ("DATABASE_URL", "postgres://u:pw@host:notaport/db"),
             ("DB_PORT", "fifty"),
             ("DB_SSLMODE", "verify_full"),

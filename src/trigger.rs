@@ -6,6 +6,7 @@
 
 use serde::Deserialize;
 use serde_json::Value;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use crate::backfill::{parse_instant, BackfillRequest, Granularity, Window};
 
@@ -88,17 +89,29 @@ fn unrecognised<T>(found: String) -> Result<T, EventError> {
 }
 
 /// A trigger id is stored and compared: it must be text PostgreSQL takes (no NUL), that a log line
-/// and a table show as it is (no control characters), and of a bounded length.
+/// and a table show as it is (no control characters, and no invisible ones: a zero-width space or
+/// a right-to-left mark would make two ids look alike), and of a bounded length.
 fn usable_trigger_id(key: &str, id: &Value) -> Result<String, EventError> {
     let Value::String(id) = id else {
         return unrecognised(format!("\"{key}\" is a {}, not a string", kind(id)));
     };
     let length = id.chars().count();
+    let unseen = |c: &char| {
+        matches!(
+            c.general_category(),
+            GeneralCategory::Control | GeneralCategory::Format
+        )
+    };
     if id.trim().is_empty() {
         unrecognised(format!("\"{key}\" is blank (empty or only spaces)"))
-    } else if let Some(control) = id.chars().find(|c| c.is_control()) {
+    } else if let Some(control) = id.chars().find(unseen) {
+        let what = if control.is_control() {
+            "control"
+        } else {
+            "invisible formatting"
+        };
         unrecognised(format!(
-            "\"{key}\" holds the control character U+{:04X}",
+            "\"{key}\" holds the {what} character U+{:04X}",
             u32::from(control)
         ))
     } else if length > MAX_TRIGGER_ID_CHARS {
@@ -372,6 +385,18 @@ mod tests {
             (
                 json!("c1\u{85}"),
                 "\"trigger_id\" holds the control character U+0085".into(),
+            ),
+            (
+                json!("run\u{200B}1"),
+                "\"trigger_id\" holds the invisible formatting character U+200B".into(),
+            ),
+            (
+                json!("\u{202E}1-nur"),
+                "\"trigger_id\" holds the invisible formatting character U+202E".into(),
+            ),
+            (
+                json!("\u{FEFF}run-1"),
+                "\"trigger_id\" holds the invisible formatting character U+FEFF".into(),
             ),
             (
                 json!(long),

@@ -812,20 +812,26 @@ async fn repeated_coins_count_once_and_empty_ids_are_refused_on_every_path() {
     );
 
     let function = backfiller(&app, &[]).await;
-    let payload = serde_json::json!({"backfill": {"days": 3, "coins": [""]}});
-    let refused = coingecko_cdc::lambda::handle(
-        &function,
-        lambda_runtime::LambdaEvent::new(payload, lambda_runtime::Context::default()),
-    )
-    .await
-    .expect_err("an empty coin id is refused");
-    let diagnostic = lambda_runtime::Diagnostic::from(refused);
-    assert_eq!(diagnostic.error_type, "UnrecognisedEvent");
-    assert!(
-        diagnostic.error_message.contains("is empty"),
-        "{}",
-        diagnostic.error_message
-    );
+    for (coins, why) in [
+        (serde_json::json!([""]), "is empty"),
+        // Not the default coins: a template that lost its ids must not backfill them all.
+        (serde_json::json!([]), "an empty list"),
+    ] {
+        let payload = serde_json::json!({"backfill": {"days": 3, "coins": coins}});
+        let refused = coingecko_cdc::lambda::handle(
+            &function,
+            lambda_runtime::LambdaEvent::new(payload, lambda_runtime::Context::default()),
+        )
+        .await
+        .expect_err("an empty coin id or list is refused");
+        let diagnostic = lambda_runtime::Diagnostic::from(refused);
+        assert_eq!(diagnostic.error_type, "UnrecognisedEvent");
+        assert!(
+            diagnostic.error_message.contains(why),
+            "{coins}: {}",
+            diagnostic.error_message
+        );
+    }
     assert_eq!(book.requests().len(), calls, "no call for an empty id");
     let empty: Vec<i64> =
         common::column(&app.db, "SELECT count(*) FROM coins WHERE coin_id = ''").await;
@@ -981,4 +987,186 @@ async fn a_backfill_that_cannot_start_holds_no_lease() {
     let request = request(Window::Days(3), Some(&["bitcoin"]), Granularity::Daily);
     let next = backfill(&app, &request).await;
     assert_eq!(next.outcome, BackfillOutcome::Finished, "{next:?}");
+}
+
+/// A fixed window of whole hours, `from_days_ago` to `to_days_ago` (0: now, so ending now).
+fn days_ago(from_days_ago: i64, to_days_ago: i64, granularity: Granularity) -> BackfillRequest {
+    let hour = Utc::now().timestamp() / 3600 * 3600;
+    let day = |ago: i64| DateTime::from_timestamp(hour - ago * 86_400, 0).unwrap();
+    let window = match to_days_ago {
+        0 => Window::Days(from_days_ago as u32),
+        _ => Window::Range {
+            from: day(from_days_ago),
+            to: Some(day(to_days_ago)),
+        },
+    };
+    request(window, Some(&["bitcoin"]), granularity)
+}
+
+/// What a user expects of bitcoin's history in usd: every point served over the window at
+/// `interval` is a row, or moved less than `pct` % from the last row before it (held or
+/// backfilled, at any granularity). Returns how many points were rows.
+async fn assert_every_move_is_recorded(
+    app: &TestApp,
+    book: &ChartBook,
+    summary: &BackfillSummary,
+    interval: Option<&str>,
+    pct: &str,
+) -> usize {
+    let (from, to) = (summary.window_from.unwrap(), summary.window_to.unwrap());
+    let rows: BTreeMap<DateTime<Utc>, Decimal> = history(app)
+        .await
+        .into_iter()
+        .filter(|((vs, coin, _), _)| vs == "usd" && coin == "bitcoin")
+        .map(|((_, _, t), (price, _, _))| (t, Decimal::from_str(&price).unwrap()))
+        .collect();
+    let pct = Decimal::from_str(pct).unwrap();
+    // In slices of 30 days: a longer request would be served daily.
+    let mut served = Vec::new();
+    let (mut start, end) = (from.timestamp(), to.timestamp());
+    while start < end {
+        let slice_end = (start + 30 * 86_400).min(end);
+        served.extend(
+            book.expected_points("bitcoin", "usd", start, slice_end, interval)
+                .into_iter()
+                .filter(|p| p.0 < slice_end * 1000),
+        );
+        start = slice_end;
+    }
+    let mut recorded = 0;
+    for (ms, text, ..) in &served {
+        let t = DateTime::from_timestamp_millis(*ms).unwrap();
+        if rows.contains_key(&t) {
+            recorded += 1;
+            continue;
+        }
+        let price = exact_decimal(text).unwrap();
+        let (held_at, reference) = rows
+            .range(..t)
+            .next_back()
+            .unwrap_or_else(|| panic!("{t}: no row at or before it"));
+        assert!(
+            (price - reference).abs() * Decimal::ONE_HUNDRED < pct * reference.abs(),
+            "{t}: {price} moved {pct} % or more from {reference} (at {held_at}), unrecorded"
+        );
+    }
+    assert!(recorded > 0, "{from} to {to}: no point recorded");
+    recorded
+}
+
+/// The times of a backfill invocation's rows.
+async fn rows_of_run(app: &TestApp, summary: &BackfillSummary) -> Vec<DateTime<Utc>> {
+    let rows = app
+        .db
+        .query(
+            "SELECT source_updated_at FROM price_history WHERE run_id = $1 ORDER BY 1",
+            &[&summary.run_id],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test]
+async fn a_wider_backfill_fills_around_a_narrower_one_and_walks_from_its_rows() {
+    let mut app = spawn_app().await;
+    app.set("CDC_THRESHOLD_PCT", "1");
+    let book = stubbed(&mut app, "usd").await;
+    let narrow = backfill(&app, &days_ago(40, 30, Granularity::Hourly)).await;
+    let wide_request = days_ago(80, 10, Granularity::Hourly);
+
+    let wide = backfill(&app, &wide_request).await;
+
+    assert_eq!(
+        (wide.outcome, wide.chunks_done),
+        (BackfillOutcome::Finished, 1)
+    );
+    let added = rows_of_run(&app, &wide).await;
+    let (narrow_from, narrow_to) = (narrow.window_from.unwrap(), narrow.window_to.unwrap());
+    assert!(
+        added.iter().any(|t| *t < narrow_from),
+        "before the narrow one"
+    );
+    assert!(
+        added.iter().any(|t| *t >= narrow_to),
+        "after the narrow one"
+    );
+    assert!(
+        added.iter().all(|t| *t < narrow_from || *t >= narrow_to),
+        "the narrow one's span is left as it was"
+    );
+    assert_every_move_is_recorded(&app, &book, &wide, None, "1").await;
+    assert_eq!(
+        backfill(&app, &wide_request).await.outcome,
+        BackfillOutcome::AlreadyDone
+    );
+}
+
+#[tokio::test]
+async fn hourly_fills_a_span_held_daily_and_daily_takes_what_hourly_holds() {
+    let mut app = spawn_app().await;
+    app.set("COINGECKO_API_PLAN", "pro");
+    app.set("CDC_THRESHOLD_PCT", "1");
+    let book = stubbed(&mut app, "usd").await;
+    let hourly = backfill(&app, &days_ago(60, 40, Granularity::Hourly)).await;
+    let (hourly_from, hourly_to) = (hourly.window_from.unwrap(), hourly.window_to.unwrap());
+
+    // Daily over the hourly span: the hourly rows serve it.
+    let daily = backfill(&app, &days_ago(100, 20, Granularity::Daily)).await;
+    assert_eq!(daily.granularity.as_deref(), Some("daily"));
+    let added = rows_of_run(&app, &daily).await;
+    assert!(added.iter().any(|t| *t < hourly_from));
+    assert!(
+        added.iter().any(|t| *t >= hourly_to),
+        "after the hourly span"
+    );
+    assert!(added.iter().all(|t| *t < hourly_from || *t >= hourly_to));
+    assert_every_move_is_recorded(&app, &book, &daily, Some("daily"), "1").await;
+
+    // Hourly over a span held daily: the hours between the days are filled.
+    let request = days_ago(70, 50, Granularity::Hourly);
+    let finer = backfill(&app, &request).await;
+    assert_eq!(
+        (finer.outcome, finer.chunks_done),
+        (BackfillOutcome::Finished, 1)
+    );
+    let added = rows_of_run(&app, &finer).await;
+    assert!(
+        added.iter().any(|t| t.timestamp() % 86_400 != 0),
+        "hours between the days: {added:?}"
+    );
+    assert!(added.iter().all(|t| *t < hourly_from), "{added:?}");
+    assert_every_move_is_recorded(&app, &book, &finer, None, "1").await;
+    assert_eq!(
+        backfill(&app, &request).await.outcome,
+        BackfillOutcome::AlreadyDone
+    );
+}
+
+#[tokio::test]
+async fn a_window_ending_now_fills_the_time_since_an_earlier_backfill_ended() {
+    let mut app = spawn_app().await;
+    app.set("CDC_THRESHOLD_PCT", "1");
+    let book = stubbed(&mut app, "usd").await;
+    // Bitcoin has no live rows: nothing else records the last two days.
+    let earlier = backfill(&app, &days_ago(100, 2, Granularity::Hourly)).await;
+    assert_eq!(earlier.chunks_done, 2, "8 days, then 90");
+    let until_now = days_ago(100, 0, Granularity::Hourly);
+
+    let now = backfill(&app, &until_now).await;
+
+    assert_eq!(
+        (now.outcome, now.chunks_done, now.calls),
+        (BackfillOutcome::Finished, 1, 1),
+        "the newest 90 days, not the 10 before them, which are held: {now:?}"
+    );
+    let added = rows_of_run(&app, &now).await;
+    assert!(!added.is_empty());
+    assert!(added.iter().all(|t| *t >= earlier.window_to.unwrap()));
+    assert_every_move_is_recorded(&app, &book, &now, None, "1").await;
+    assert_eq!(
+        backfill(&app, &until_now).await.outcome,
+        BackfillOutcome::AlreadyDone,
+        "within the last hour: nothing to add yet"
+    );
 }

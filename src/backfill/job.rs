@@ -328,10 +328,10 @@ impl Backfill<'_> {
         }
     }
 
-    /// Writes a fetched chunk in its own transaction: the points inside the job's window (a
-    /// chunk can be fetched wider than it) and the chunk, before the coin's first live row and
-    /// an earlier backfill's rows and outside retention, walked by the rule: the rows written and
-    /// the points left out for retention. `None`: the job is no longer ours.
+    /// Writes a fetched chunk in its own transaction: the points inside the job's window and the
+    /// chunk, before the coin's first live row, outside what earlier chunks cover and inside
+    /// retention, walked by the rule among the rows held: the rows written and the points left
+    /// out for retention. `None`: the job is no longer ours.
     async fn apply(
         &self,
         store: &mut Store,
@@ -351,24 +351,35 @@ impl Backfill<'_> {
         {
             return Ok(None);
         }
-        let start = chunk.chunk.from.max(job.window_from);
-        let bounds = apply
-            .series_bounds(chunk.coin_key, &chunk.vs_currency, start)
+        // What this chunk may write: its span inside the job's window (it may be fetched wider).
+        let span = (
+            chunk.chunk.from.max(job.window_from),
+            chunk.chunk.to.min(job.window_to),
+        );
+        let around = apply
+            .series_around(
+                chunk.coin_key,
+                &chunk.vs_currency,
+                span,
+                chunk.chunk.granularity,
+            )
             .await?;
-        let in_window = |at| job.window_from <= at && at < job.window_to;
         let fillable: Vec<&ChartPoint> = chart
             .points
             .iter()
             .filter(|p| {
-                in_window(p.at)
-                    && chunk.chunk.contains(p.at)
-                    && bounds.fill_until.is_none_or(|u| p.at < u)
+                chunk.chunk.contains(p.at)
+                    && job.window_from <= p.at
+                    && p.at < job.window_to
+                    && around.is_fillable(p.at)
             })
             .collect();
         let (fillable, outside) = within_retention(&apply, chunk, fillable).await?;
+        let offered: Vec<_> = fillable.iter().map(|p| (p.at, p.price)).collect();
         let recordable = cdc::recordable_series(
-            fillable.iter().map(|p| p.price),
-            bounds.reference,
+            &offered,
+            &around.held,
+            around.reference,
             self.settings.threshold_pct,
         );
         let recorded: Vec<&ChartPoint> = fillable

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::config::ApiPlan;
+use crate::market::earliest_plausible_time;
 
 /// Shorter ranges may come 5-minutely.
 const HOURLY_MIN: TimeDelta = TimeDelta::days(2);
@@ -35,6 +36,23 @@ impl Granularity {
         match self {
             Granularity::Hourly => "hourly",
             Granularity::Daily => "daily",
+        }
+    }
+
+    /// The granularities whose backfilled rows serve this one: its own, and a finer one (hourly
+    /// rows hold every day too).
+    pub fn served_by(self) -> &'static [&'static str] {
+        match self {
+            Granularity::Hourly => &["hourly"],
+            Granularity::Daily => &["daily", "hourly"],
+        }
+    }
+
+    /// The time between two points.
+    pub fn step(self) -> TimeDelta {
+        match self {
+            Granularity::Hourly => TimeDelta::hours(1),
+            Granularity::Daily => TimeDelta::days(1),
         }
     }
 }
@@ -86,6 +104,8 @@ pub struct BackfillRequest {
 /// A backfill's coins that name no coin.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoinsError {
+    #[error("the backfill's coins are an empty list: name at least one (\"coins\": [\"bitcoin\"]), or leave \"coins\" out for COIN_IDS, else the coins the live runs track")]
+    NoCoins,
     #[error("the backfill's coin id number {position} is empty: give CoinGecko ids such as bitcoin (--coins bitcoin,ethereum; in a payload, \"coins\": [\"bitcoin\", \"ethereum\"])")]
     Empty { position: usize },
     #[error("the backfill's coin id number {position} ({id:?}) holds a control character: give CoinGecko ids such as bitcoin")]
@@ -95,18 +115,19 @@ pub enum CoinsError {
 }
 
 impl BackfillRequest {
-    /// Checks the coins: an empty id, one with a control character or spaces around it, is refused, naming its
-    /// position (1-based); a repeated id counts once, in the order first given. No coins at all
-    /// (`Some` of an empty list) means the default coins, as `None` does.
+    /// Checks the coins: an empty id, one with a control character or spaces around it, is
+    /// refused, naming its position (1-based); a repeated id counts once, in the order first
+    /// given. An empty list is refused: a template that lost its ids must not backfill every
+    /// tracked coin. `None`: the default coins.
     pub fn new(
         window: Window,
         coins: Option<Vec<String>>,
         granularity: Granularity,
     ) -> Result<Self, CoinsError> {
-        let coins = coins
-            .filter(|ids| !ids.is_empty())
-            .map(unique_ids)
-            .transpose()?;
+        if coins.as_ref().is_some_and(Vec::is_empty) {
+            return Err(CoinsError::NoCoins);
+        }
+        let coins = coins.map(unique_ids).transpose()?;
         Ok(Self {
             window,
             coins,
@@ -218,6 +239,16 @@ pub enum PlanError {
         from: DateTime<Utc>,
         earliest: DateTime<Utc>,
     },
+    #[error(
+        "the window starts at {from}, before {earliest} (bitcoin's first block), when no coin had \
+         a price: start it later (--from {earliest_date}, or --days of at most {days})",
+        earliest_date = earliest.date_naive()
+    )]
+    BeforeAnyPrice {
+        from: DateTime<Utc>,
+        earliest: DateTime<Utc>,
+        days: i64,
+    },
 }
 
 /// The last `days` days up to `now`.
@@ -252,6 +283,15 @@ pub fn plan_chunks(
     let to = to.min(now);
     if from >= to {
         return Err(PlanError::EmptyWindow { from, to });
+    }
+    // Else a huge --days plans thousands of chunks, or a time PostgreSQL cannot hold.
+    let first_price = earliest_plausible_time();
+    if from < first_price {
+        return Err(PlanError::BeforeAnyPrice {
+            from,
+            earliest: first_price,
+            days: (now - first_price).num_days(),
+        });
     }
     let earliest = match plan {
         ApiPlan::Demo => Some(now - DEMO_HISTORY),
@@ -385,6 +425,33 @@ mod tests {
                 assert!(text.contains(needed), "{text}");
             }
         }
+    }
+
+    #[test]
+    fn a_window_before_any_price_is_refused_before_it_is_planned() {
+        // 2009-01-03 to 2026-05-18T12:00Z: 6344 whole days.
+        assert_eq!(
+            last_days(6344, ApiPlan::Pro, Granularity::Daily)
+                .unwrap()
+                .len(),
+            18
+        );
+        for days in [6345, u32::MAX] {
+            let err = last_days(days, ApiPlan::Pro, Granularity::Daily).unwrap_err();
+            assert!(
+                matches!(err, PlanError::BeforeAnyPrice { days: 6344, .. }),
+                "{err:?}"
+            );
+            let text = err.to_string();
+            for needed in ["2009-01-03", "--from 2009-01-03", "--days of at most 6344"] {
+                assert!(text.contains(needed), "{text}");
+            }
+        }
+        let ancient = at("0001-01-01T00:00:00Z");
+        assert!(matches!(
+            plan_chunks(ancient, now(), ApiPlan::Pro, Granularity::Hourly, now()),
+            Err(PlanError::BeforeAnyPrice { .. })
+        ));
     }
 
     #[test]
@@ -660,7 +727,13 @@ mod tests {
             asked(&["newcoin", "alpha", "newcoin", "alpha"]),
             Ok(ids(&["newcoin", "alpha"]))
         );
-        assert_eq!(asked(&[]), Ok(None), "no coins: the default ones");
+        assert_eq!(asked(&[]), Err(CoinsError::NoCoins), "not the default ones");
+        assert_eq!(
+            BackfillRequest::new(Window::Days(3), None, Granularity::Daily)
+                .map(|r| r.coins().is_none()),
+            Ok(true),
+            "no list: the default ones"
+        );
         assert_eq!(asked(&["", ""]), Err(CoinsError::Empty { position: 1 }));
         assert_eq!(
             asked(&["alpha", ""]),

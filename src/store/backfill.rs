@@ -48,8 +48,8 @@ pub struct NewBackfill {
 pub struct BackfillWindow {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
-    /// The window ends now (`--days`, or no `--to`): the time since an earlier backfill ended is
-    /// the live runs' to record, not a gap (see [`COVERAGE`]).
+    /// The window ends now (`--days`, or no `--to`): its last step (an hour, a day) is not
+    /// missed when an earlier backfill ended in it (see [`COVERAGE`]).
     pub ends_now: bool,
     pub granularity: Granularity,
 }
@@ -80,14 +80,27 @@ pub struct PendingChunk {
     pub chunk: Chunk,
 }
 
-/// What the history of a coin and currency holds around a chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeriesBounds {
-    /// The price of the last row before the chunk: the rule's reference.
+/// What the history of a coin and currency holds around a chunk's span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesAround {
+    /// The price of the last row before the span: the rule's reference.
     pub reference: Option<Decimal>,
-    /// Points at or after this are not the backfill's to write: the coin's first live row, or
-    /// the first row after the chunk's start (an earlier backfill's).
-    pub fill_until: Option<DateTime<Utc>>,
+    /// The rows in the span, in time order: the rule walks among them.
+    pub held: Vec<(DateTime<Utc>, Decimal)>,
+    /// The coin's first live row: what comes at or after it is the live runs' to record.
+    pub first_live: Option<DateTime<Utc>>,
+    /// The spans earlier chunks (done, at this granularity or a finer one) cover, in time order:
+    /// their rows are there, and the rule walked them.
+    pub covered: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+impl SeriesAround {
+    /// Whether a point at `at` is the backfill's to fill: before the first live row and in no
+    /// span an earlier chunk covers.
+    pub fn is_fillable(&self, at: DateTime<Utc>) -> bool {
+        self.first_live.is_none_or(|live| at < live)
+            && !self.covered.iter().any(|&(from, to)| from <= at && at < to)
+    }
 }
 
 impl Apply<'_> {
@@ -163,10 +176,13 @@ impl Apply<'_> {
         let mut keys = Vec::new();
         let mut currencies = Vec::new();
         let mut chunks = Vec::new();
-        for pair in pairs.iter().filter(|p| p.state != CoverageState::Covered) {
-            for chunk in &new.chunks {
-                keys.push(pair.coin_key);
-                currencies.push(pair.vs_currency.as_str());
+        for pair in pairs
+            .iter()
+            .filter(|p| p.coverage.state != CoverageState::Covered)
+        {
+            for chunk in new.chunks.iter().filter(|c| pair.needs(c, &new.window)) {
+                keys.push(pair.coverage.coin_key);
+                currencies.push(pair.coverage.vs_currency.as_str());
                 chunks.push(chunk);
             }
         }
@@ -326,7 +342,7 @@ impl Store {
         Ok(Coverage {
             from: window.from,
             granularity: window.granularity.as_str().to_string(),
-            pairs,
+            pairs: pairs.into_iter().map(|p| p.coverage).collect(),
         })
     }
 
@@ -380,24 +396,43 @@ impl Apply<'_> {
         Ok(row.is_some())
     }
 
-    /// What the coin's history in `vs_currency` holds around a chunk starting at `from`.
-    pub async fn series_bounds(
+    /// What the coin's history in `vs_currency` holds around `[from, to)`, for a chunk of
+    /// `granularity`.
+    pub async fn series_around(
         &self,
         coin_key: i32,
         vs_currency: &str,
-        from: DateTime<Utc>,
-    ) -> Result<SeriesBounds, StoreError> {
+        (from, to): (DateTime<Utc>, DateTime<Utc>),
+        granularity: Granularity,
+    ) -> Result<SeriesAround, StoreError> {
         let row = self.bounded("reading the coin's history around the chunk", self.tx.query_typed_one(
-                "SELECT (SELECT price FROM price_points
+                "WITH covered AS (
+                     SELECT unnest(range_agg(tstzrange(greatest(b.chunk_from, j.window_from), least(b.chunk_to, j.window_to)))) AS span
+                     FROM backfill_chunks b JOIN backfill_jobs j USING (job_id)
+                     WHERE b.coin_key = $1 AND b.vs_currency = $2 AND b.state = 'done' AND b.granularity = ANY($5::text[])
+                       AND greatest(b.chunk_from, j.window_from) < least(b.chunk_to, j.window_to)
+                 ), held AS (
+                     SELECT source_updated_at AS at, price FROM price_points
+                     WHERE coin_key = $1 AND vs_currency = $2 AND source_updated_at >= $3 AND source_updated_at < $4
+                 )
+                 SELECT (SELECT price FROM price_points
                          WHERE coin_key = $1 AND vs_currency = $2 AND source_updated_at < $3
                          ORDER BY source_updated_at DESC LIMIT 1),
-                        least((SELECT min(source_updated_at) FROM price_points
-                               WHERE coin_key = $1 AND vs_currency = $2 AND source_updated_at >= $3),
-                              (SELECT min(source_updated_at) FROM price_points
-                               WHERE coin_key = $1 AND vs_currency = $2 AND granularity IS NULL))", &[typed(&coin_key), typed(&vs_currency), typed(&from)])).await?;
-        Ok(SeriesBounds {
+                        (SELECT min(source_updated_at) FROM price_points
+                         WHERE coin_key = $1 AND vs_currency = $2 AND granularity IS NULL),
+                        (SELECT coalesce(array_agg(at ORDER BY at), '{}') FROM held),
+                        (SELECT coalesce(array_agg(price ORDER BY at), '{}') FROM held),
+                        (SELECT coalesce(array_agg(lower(span) ORDER BY span), '{}') FROM covered),
+                        (SELECT coalesce(array_agg(upper(span) ORDER BY span), '{}') FROM covered)",
+                &[typed(&coin_key), typed(&vs_currency), typed(&from), typed(&to), typed(&granularity.served_by())])).await?;
+        fn zipped<A, B>(left: Vec<A>, right: Vec<B>) -> Vec<(A, B)> {
+            left.into_iter().zip(right).collect()
+        }
+        Ok(SeriesAround {
             reference: row.get(0),
-            fill_until: row.get(1),
+            first_live: row.get(1),
+            held: zipped(row.get(2), row.get(3)),
+            covered: zipped(row.get(4), row.get(5)),
         })
     }
 
@@ -442,12 +477,13 @@ impl Apply<'_> {
 }
 
 /// Each (coin, currency) asked for and whether earlier backfills cover it over the window
-/// (`$3` to `$4`, at granularity `$5`): `covered` when the done chunks of its finished backfills
-/// at that granularity, each cut to its own job's window (what it may write), hold every instant
-/// from `$3` up to its first live row or `$4`, whichever is first. A window ending now (`$6`)
-/// needs them only up to where they end, when that is past `$3`: what came after is the live
-/// runs' to record. Else `pending` (in the open backfill), `refused` (CoinGecko refused it in a
-/// backfill), or `not_covered`. In the order asked: coin by coin, each currency.
+/// (`$3` to `$4`, at a granularity whose rows are served by those of `$5`): `covered` when the
+/// done chunks of its backfills at those granularities, each cut to its own job's window (what it
+/// may write, and fills: see [`SeriesAround`]), hold every instant from `$3` up to its first live
+/// row or `$4`, whichever is first. A window ending now (`$6`) may end one step (`$7` seconds: an
+/// hour, a day) after them: the points of that last step are still to come. Else `pending` (in
+/// the open backfill), `refused` (CoinGecko refused it in a backfill), or `not_covered`. In the
+/// order asked: coin by coin, each currency.
 const COVERAGE: &str = "
 WITH pairs AS (
     SELECT k.coin_key, k.n AS coin_order, c.vs_currency, c.n AS currency_order
@@ -456,7 +492,7 @@ WITH pairs AS (
 ), chunks AS (
     SELECT b.coin_key, b.vs_currency,
            range_agg(tstzrange(greatest(b.chunk_from, j.window_from), least(b.chunk_to, j.window_to)))
-               FILTER (WHERE b.state = 'done' AND b.granularity = $5
+               FILTER (WHERE b.state = 'done' AND b.granularity = ANY($5::text[])
                        AND greatest(b.chunk_from, j.window_from) < least(b.chunk_to, j.window_to)) AS covered,
            bool_or(b.state = 'pending') AS pending,
            bool_or(b.state = 'refused') AS refused
@@ -468,23 +504,52 @@ WITH pairs AS (
            least($4::timestamptz,
                  (SELECT min(pp.source_updated_at) FROM price_points pp
                   WHERE pp.coin_key = p.coin_key AND pp.vs_currency = p.vs_currency AND pp.granularity IS NULL),
-                 CASE WHEN $6::bool AND upper(ch.covered) > $3::timestamptz THEN upper(ch.covered) END) AS fill_to
+                 CASE WHEN $6::bool AND upper(ch.covered) > $3::timestamptz
+                           AND upper(ch.covered) >= $4::timestamptz - $7::bigint * interval '1 second'
+                      THEN upper(ch.covered) END) AS fill_to
     FROM pairs p LEFT JOIN chunks ch USING (coin_key, vs_currency)
 )
 SELECT w.coin_key, c.coin_id, w.vs_currency,
        CASE WHEN w.fill_to <= $3::timestamptz OR w.covered @> tstzrange($3::timestamptz, w.fill_to) THEN 'covered'
             WHEN w.pending THEN 'pending'
             WHEN w.refused THEN 'refused'
-            ELSE 'not_covered' END
+            ELSE 'not_covered' END,
+       w.fill_to,
+       coalesce((SELECT array_agg(lower(r) ORDER BY r) FROM unnest(w.covered) AS r), '{}'),
+       coalesce((SELECT array_agg(upper(r) ORDER BY r) FROM unnest(w.covered) AS r), '{}')
 FROM wanted w JOIN coins c USING (coin_key)
 ORDER BY w.coin_order, w.currency_order";
+
+/// A pair's coverage, and what of a window it still lacks.
+struct PairSpans {
+    coverage: PairCoverage,
+    /// Covered up to here: its first live row, the window's end, or within a step of it.
+    fill_to: DateTime<Utc>,
+    /// The spans done chunks cover, merged, in time order.
+    covered: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+impl PairSpans {
+    /// Whether `chunk` would fill anything: some of its span in `window`, before `fill_to`, that
+    /// no done chunk covers. A wider window after a narrower one needs no call for chunks the
+    /// narrower one holds.
+    fn needs(&self, chunk: &Chunk, window: &BackfillWindow) -> bool {
+        let from = chunk.from.max(window.from);
+        let to = chunk.to.min(window.to).min(self.fill_to);
+        from < to
+            && !self
+                .covered
+                .iter()
+                .any(|&(start, end)| start <= from && to <= end)
+    }
+}
 
 async fn coverage(
     client: &impl GenericClient,
     coins: &[i32],
     currencies: &[String],
     window: &BackfillWindow,
-) -> Result<Vec<PairCoverage>, tokio_postgres::Error> {
+) -> Result<Vec<PairSpans>, tokio_postgres::Error> {
     let rows = client
         .query_typed(
             COVERAGE,
@@ -493,23 +558,32 @@ async fn coverage(
                 typed(&currencies),
                 typed(&window.from),
                 typed(&window.to),
-                typed(&window.granularity.as_str()),
+                typed(&window.granularity.served_by()),
                 typed(&window.ends_now),
+                typed(&window.granularity.step().num_seconds()),
             ],
         )
         .await?;
     Ok(rows
         .iter()
-        .map(|r| PairCoverage {
-            coin_key: r.get(0),
-            coin_id: r.get(1),
-            vs_currency: r.get(2),
-            state: match r.get::<_, &str>(3) {
-                "covered" => CoverageState::Covered,
-                "pending" => CoverageState::Pending,
-                "refused" => CoverageState::Refused,
-                _ => CoverageState::NotCovered,
+        .map(|r| PairSpans {
+            coverage: PairCoverage {
+                coin_key: r.get(0),
+                coin_id: r.get(1),
+                vs_currency: r.get(2),
+                state: match r.get::<_, &str>(3) {
+                    "covered" => CoverageState::Covered,
+                    "pending" => CoverageState::Pending,
+                    "refused" => CoverageState::Refused,
+                    _ => CoverageState::NotCovered,
+                },
             },
+            fill_to: r.get(4),
+            covered: r
+                .get::<_, Vec<DateTime<Utc>>>(5)
+                .into_iter()
+                .zip(r.get::<_, Vec<DateTime<Utc>>>(6))
+                .collect(),
         })
         .collect())
 }

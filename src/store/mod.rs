@@ -20,7 +20,7 @@ use tokio_postgres::{CancelToken, Client};
 
 pub use apply::{Apply, HeldCoin, Written, RUN_LOCK};
 pub use backfill::{
-    BackfillCoins, BackfillJob, BackfillWindow, Claim, NewBackfill, PendingChunk, SeriesBounds,
+    BackfillCoins, BackfillJob, BackfillWindow, Claim, NewBackfill, PendingChunk, SeriesAround,
 };
 pub use connector::Connector;
 use connector::LazyTls;
