@@ -56,8 +56,6 @@ pub enum CoverageState {
 /// One coin in one currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PairCoverage {
-    #[serde(skip)]
-    pub coin_key: i32,
     pub coin_id: String,
     pub vs_currency: String,
     pub state: CoverageState,
@@ -367,7 +365,6 @@ mod tests {
     #[test]
     fn coverage_names_the_coins_and_currencies_not_covered() {
         let pair = |coin: &str, vs: &str, state| PairCoverage {
-            coin_key: 0,
             coin_id: coin.into(),
             vs_currency: vs.into(),
             state,

@@ -3,6 +3,8 @@
 //! limits, invocations cut off and resumed, and backfills beside each other and beside live runs.
 
 mod common;
+#[path = "backfill/overlaps.rs"]
+mod overlaps;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -1003,25 +1005,23 @@ fn days_ago(from_days_ago: i64, to_days_ago: i64, granularity: Granularity) -> B
     request(window, Some(&["bitcoin"]), granularity)
 }
 
-/// What a user expects of bitcoin's history in usd: every point served over the window at
-/// `interval` is a row, or moved less than `pct` % from the last row before it (held or
-/// backfilled, at any granularity). Returns how many points were rows.
-async fn assert_every_move_is_recorded(
-    app: &TestApp,
-    book: &ChartBook,
-    summary: &BackfillSummary,
-    interval: Option<&str>,
-    pct: &str,
-) -> usize {
-    let (from, to) = (summary.window_from.unwrap(), summary.window_to.unwrap());
-    let rows: BTreeMap<DateTime<Utc>, Decimal> = history(app)
+/// Bitcoin's rows in usd: time → price.
+async fn bitcoin_rows(app: &TestApp) -> BTreeMap<DateTime<Utc>, Decimal> {
+    history(app)
         .await
         .into_iter()
         .filter(|((vs, coin, _), _)| vs == "usd" && coin == "bitcoin")
         .map(|((_, _, t), (price, _, _))| (t, Decimal::from_str(&price).unwrap()))
-        .collect();
-    let pct = Decimal::from_str(pct).unwrap();
-    // In slices of 30 days: a longer request would be served daily.
+        .collect()
+}
+
+/// The points the stub serves bitcoin in usd over `[from, to)` at `interval`, asked in slices of
+/// 30 days (a longer request would be served daily).
+fn bitcoin_served(
+    book: &ChartBook,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    interval: Option<&str>,
+) -> Vec<(DateTime<Utc>, Decimal)> {
     let mut served = Vec::new();
     let (mut start, end) = (from.timestamp(), to.timestamp());
     while start < end {
@@ -1029,29 +1029,66 @@ async fn assert_every_move_is_recorded(
         served.extend(
             book.expected_points("bitcoin", "usd", start, slice_end, interval)
                 .into_iter()
-                .filter(|p| p.0 < slice_end * 1000),
+                .filter(|p| p.0 < slice_end * 1000)
+                .map(|p| {
+                    let at = DateTime::from_timestamp_millis(p.0).unwrap();
+                    (at, exact_decimal(&p.1).unwrap())
+                }),
         );
         start = slice_end;
     }
-    let mut recorded = 0;
-    for (ms, text, ..) in &served {
-        let t = DateTime::from_timestamp_millis(*ms).unwrap();
-        if rows.contains_key(&t) {
-            recorded += 1;
-            continue;
-        }
-        let price = exact_decimal(text).unwrap();
-        let (held_at, reference) = rows
-            .range(..t)
-            .next_back()
-            .unwrap_or_else(|| panic!("{t}: no row at or before it"));
-        assert!(
-            (price - reference).abs() * Decimal::ONE_HUNDRED < pct * reference.abs(),
-            "{t}: {price} moved {pct} % or more from {reference} (at {held_at}), unrecorded"
-        );
-    }
-    assert!(recorded > 0, "{from} to {to}: no point recorded");
-    recorded
+    served
+}
+
+/// What a user expects of a series: each point served is a row, or moved less than `pct` % from
+/// the last row before it (held or backfilled, at any granularity). The points that are neither.
+fn unrecorded_moves(
+    served: &[(DateTime<Utc>, Decimal)],
+    rows: &BTreeMap<DateTime<Utc>, Decimal>,
+    pct: &str,
+) -> Vec<String> {
+    let pct = Decimal::from_str(pct).unwrap();
+    served
+        .iter()
+        .filter(|(t, _)| !rows.contains_key(t))
+        .filter_map(|(t, price)| match rows.range(..*t).next_back() {
+            None => Some(format!("{t}: {price}, no row at or before it")),
+            Some((held_at, reference))
+                if (price - reference).abs() * Decimal::ONE_HUNDRED >= pct * reference.abs() =>
+            {
+                Some(format!(
+                    "{t}: {price} moved {pct} % or more from {reference} (at {held_at})"
+                ))
+            }
+            Some(_) => None,
+        })
+        .collect()
+}
+
+/// [`unrecorded_moves`] over bitcoin's history in usd and a backfill's window, which has to be
+/// none; some points must be rows.
+async fn assert_every_move_is_recorded(
+    app: &TestApp,
+    book: &ChartBook,
+    summary: &BackfillSummary,
+    interval: Option<&str>,
+    pct: &str,
+) {
+    let window = (summary.window_from.unwrap(), summary.window_to.unwrap());
+    let served = bitcoin_served(book, window, interval);
+    let rows = bitcoin_rows(app).await;
+    let unrecorded = unrecorded_moves(&served, &rows, pct);
+    assert!(
+        unrecorded.is_empty(),
+        "{} of {} points: {:#?}",
+        unrecorded.len(),
+        served.len(),
+        &unrecorded[..unrecorded.len().min(5)]
+    );
+    assert!(
+        served.iter().any(|(t, _)| rows.contains_key(t)),
+        "{window:?}: no point recorded"
+    );
 }
 
 /// The times of a backfill invocation's rows.

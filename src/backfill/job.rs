@@ -20,9 +20,14 @@ use crate::store::{
 };
 use crate::summary::{BackfillOutcome, BackfillSummary, RefusedCoin};
 
-/// The Demo plan refuses a `from` older than 365 days when the request arrives, not when the job
-/// was planned: requests made later start this much inside the limit.
-const DEMO_HISTORY_MARGIN: TimeDelta = TimeDelta::minutes(5);
+/// The Demo plan serves the past 365 days, counted when a request arrives: a window reaching
+/// back to the limit starts this much inside it, so that its first requests, minutes later, can
+/// still ask for all of it.
+const DEMO_WINDOW_MARGIN: TimeDelta = TimeDelta::minutes(5);
+/// A request of a chunk planned that long ago that it reaches past the limit by now starts this
+/// much inside it (what lies before is not covered).
+const DEMO_REQUEST_MARGIN: TimeDelta = TimeDelta::minutes(1);
+const DEMO_HISTORY: TimeDelta = TimeDelta::days(365);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackfillError {
@@ -165,7 +170,15 @@ impl Backfill<'_> {
             Window::Days(days) => window_for_days(days, now),
             Window::Range { from, to } => (from, to.unwrap_or(now)),
         };
-        let chunks = plan_chunks(from, to, self.coingecko.plan(), request.granularity(), now)?;
+        let plan = self.coingecko.plan();
+        // Within the Demo year (a window reaching further back is refused by the plan).
+        let from = match plan {
+            ApiPlan::Demo if from >= now - DEMO_HISTORY => {
+                from.max(now - DEMO_HISTORY + DEMO_WINDOW_MARGIN)
+            }
+            _ => from,
+        };
+        let chunks = plan_chunks(from, to, plan, request.granularity(), now)?;
         Ok(NewBackfill {
             window: BackfillWindow {
                 from,
@@ -278,8 +291,8 @@ impl Backfill<'_> {
             let calls = i32::try_from(made).unwrap_or(i32::MAX);
             spent = spent.saturating_add(made);
             summary.calls += made;
-            let chart = match fetched {
-                Ok(chart) => chart,
+            let (chart, asked) = match fetched {
+                Ok(fetched) => fetched,
                 Err(error @ (FetchError::OutOfPlanRange { .. } | FetchError::Refused { .. })) => {
                     tracing::warn!(coin_id = %chunk.coin_id, error = %error, "the coin's backfill ends here");
                     let refused = store
@@ -304,7 +317,7 @@ impl Backfill<'_> {
             for skipped in &chart.skipped {
                 tracing::warn!(coin_id = %chunk.coin_id, vs_currency = %chunk.vs_currency, at = ?skipped.at, reason = %skipped.reason, "chart point skipped");
             }
-            let written = match self.apply(store, job, run_id, &chunk, &chart, calls).await {
+            let written = match self.apply(store, job, run_id, &asked, &chart, calls).await {
                 Ok(Some((written, outside))) => {
                     summary.outside_retention += outside;
                     written
@@ -328,10 +341,12 @@ impl Backfill<'_> {
         }
     }
 
-    /// Writes a fetched chunk in its own transaction: the points inside the job's window and the
-    /// chunk, before the coin's first live row, outside what earlier chunks cover and inside
-    /// retention, walked by the rule among the rows held: the rows written and the points left
-    /// out for retention. `None`: the job is no longer ours.
+    /// Writes a fetched chunk (`chunk` as it was asked) in its own transaction: the points inside
+    /// the job's window and the chunk, before the coin's first live row and inside retention,
+    /// walked by the rule among the rows held. Points an earlier chunk holds are walked too: one
+    /// that moved from a row this chunk adds before it is recorded, so that the series has no
+    /// unrecorded move where two backfills meet. Returns the rows written and the points left out
+    /// for retention; `None`: the job is no longer ours.
     async fn apply(
         &self,
         store: &mut Store,
@@ -357,12 +372,7 @@ impl Backfill<'_> {
             chunk.chunk.to.min(job.window_to),
         );
         let around = apply
-            .series_around(
-                chunk.coin_key,
-                &chunk.vs_currency,
-                span,
-                chunk.chunk.granularity,
-            )
+            .series_around(chunk.coin_key, &chunk.vs_currency, span)
             .await?;
         let fillable: Vec<&ChartPoint> = chart
             .points
@@ -371,7 +381,7 @@ impl Backfill<'_> {
                 chunk.chunk.contains(p.at)
                     && job.window_from <= p.at
                     && p.at < job.window_to
-                    && around.is_fillable(p.at)
+                    && around.first_live.is_none_or(|live| p.at < live)
             })
             .collect();
         let (fillable, outside) = within_retention(&apply, chunk, fillable).await?;
@@ -391,21 +401,29 @@ impl Backfill<'_> {
         let written = apply
             .write_chunk(run_id, job.job_id, chunk, &recorded, fetched, calls)
             .await?;
+        if outside > 0 {
+            apply
+                .note_outside_retention(job.job_id, chunk.position, outside)
+                .await?;
+        }
         apply.commit().await?;
         Ok(Some((written, outside)))
     }
 
+    /// Fetches a chunk; returns the answer and the chunk as asked. On the Demo plan, a chunk that
+    /// starts beyond the plan's year by now (a backfill resumed later, or one started at the
+    /// limit) is asked from the limit, over the same length (a shorter range could come at a
+    /// finer granularity than planned), and covers only from there.
     async fn fetch(
         &self,
         session: &mut ChartSession,
         pending: &PendingChunk,
-    ) -> Result<crate::market::Chart, FetchError> {
-        let mut chunk = pending.chunk;
-        if self.coingecko.plan() == ApiPlan::Demo {
-            let earliest = Utc::now() - TimeDelta::days(365) + DEMO_HISTORY_MARGIN;
-            chunk.from = chunk.from.max(earliest);
-            // A backfill resumed long after it started: CoinGecko would refuse the whole chunk.
-            if chunk.from >= chunk.to {
+    ) -> Result<(crate::market::Chart, PendingChunk), FetchError> {
+        let mut request = pending.chunk;
+        let mut asked = pending.clone();
+        let earliest = Utc::now() - DEMO_HISTORY + DEMO_REQUEST_MARGIN;
+        if self.coingecko.plan() == ApiPlan::Demo && request.from < earliest {
+            if earliest >= request.to {
                 return Err(FetchError::OutOfPlanRange {
                     call: Call::Chart {
                         coin_id: pending.coin_id.clone(),
@@ -416,10 +434,15 @@ impl Backfill<'_> {
                     message: format!("not asked: it ends before {earliest}, by now"),
                 });
             }
+            request.to += earliest - request.from;
+            request.from = earliest;
+            asked.chunk.from = earliest;
         }
-        self.coingecko
-            .chart(session, &pending.coin_id, &pending.vs_currency, &chunk)
-            .await
+        let chart = self
+            .coingecko
+            .chart(session, &pending.coin_id, &pending.vs_currency, &request)
+            .await?;
+        Ok((chart, asked))
     }
 }
 

@@ -89,18 +89,6 @@ pub struct SeriesAround {
     pub held: Vec<(DateTime<Utc>, Decimal)>,
     /// The coin's first live row: what comes at or after it is the live runs' to record.
     pub first_live: Option<DateTime<Utc>>,
-    /// The spans earlier chunks (done, at this granularity or a finer one) cover, in time order:
-    /// their rows are there, and the rule walked them.
-    pub covered: Vec<(DateTime<Utc>, DateTime<Utc>)>,
-}
-
-impl SeriesAround {
-    /// Whether a point at `at` is the backfill's to fill: before the first live row and in no
-    /// span an earlier chunk covers.
-    pub fn is_fillable(&self, at: DateTime<Utc>) -> bool {
-        self.first_live.is_none_or(|live| at < live)
-            && !self.covered.iter().any(|&(from, to)| from <= at && at < to)
-    }
 }
 
 impl Apply<'_> {
@@ -181,7 +169,7 @@ impl Apply<'_> {
             .filter(|p| p.coverage.state != CoverageState::Covered)
         {
             for chunk in new.chunks.iter().filter(|c| pair.needs(c, &new.window)) {
-                keys.push(pair.coverage.coin_key);
+                keys.push(pair.coin_key);
                 currencies.push(pair.coverage.vs_currency.as_str());
                 chunks.push(chunk);
             }
@@ -327,7 +315,7 @@ impl Store {
     }
 
     /// What the backfills cover of `coins` in `currencies` over `window`, pair by pair (read
-    /// only: an id never seen is left out).
+    /// only: an id never seen is not covered, in every currency).
     pub async fn backfill_coverage(
         &self,
         coins: &BackfillCoins,
@@ -336,13 +324,35 @@ impl Store {
     ) -> Result<Coverage, StoreError> {
         const READING: &str = "reading what the backfills cover";
         let keys = coin_keys(&self.client, coins).await.during(READING)?;
-        let pairs = coverage(&self.client, &keys, currencies, window)
+        let known: Vec<PairCoverage> = coverage(&self.client, &keys, currencies, window)
             .await
-            .during(READING)?;
+            .during(READING)?
+            .into_iter()
+            .map(|p| p.coverage)
+            .collect();
+        let pairs = match coins {
+            // In the order asked, each id in every currency, the ones never seen among them.
+            BackfillCoins::Ids(ids) => ids
+                .iter()
+                .flat_map(|id| currencies.iter().map(move |vs| (id, vs)))
+                .map(|(id, vs)| {
+                    known
+                        .iter()
+                        .find(|p| &p.coin_id == id && &p.vs_currency == vs)
+                        .cloned()
+                        .unwrap_or_else(|| PairCoverage {
+                            coin_id: id.clone(),
+                            vs_currency: vs.clone(),
+                            state: CoverageState::NotCovered,
+                        })
+                })
+                .collect(),
+            BackfillCoins::Tracked { .. } => known,
+        };
         Ok(Coverage {
             from: window.from,
             granularity: window.granularity.as_str().to_string(),
-            pairs: pairs.into_iter().map(|p| p.coverage).collect(),
+            pairs,
         })
     }
 
@@ -396,22 +406,15 @@ impl Apply<'_> {
         Ok(row.is_some())
     }
 
-    /// What the coin's history in `vs_currency` holds around `[from, to)`, for a chunk of
-    /// `granularity`.
+    /// What the coin's history in `vs_currency` holds around `[from, to)`.
     pub async fn series_around(
         &self,
         coin_key: i32,
         vs_currency: &str,
         (from, to): (DateTime<Utc>, DateTime<Utc>),
-        granularity: Granularity,
     ) -> Result<SeriesAround, StoreError> {
         let row = self.bounded("reading the coin's history around the chunk", self.tx.query_typed_one(
-                "WITH covered AS (
-                     SELECT unnest(range_agg(tstzrange(greatest(b.chunk_from, j.window_from), least(b.chunk_to, j.window_to)))) AS span
-                     FROM backfill_chunks b JOIN backfill_jobs j USING (job_id)
-                     WHERE b.coin_key = $1 AND b.vs_currency = $2 AND b.state = 'done' AND b.granularity = ANY($5::text[])
-                       AND greatest(b.chunk_from, j.window_from) < least(b.chunk_to, j.window_to)
-                 ), held AS (
+                "WITH held AS (
                      SELECT source_updated_at AS at, price FROM price_points
                      WHERE coin_key = $1 AND vs_currency = $2 AND source_updated_at >= $3 AND source_updated_at < $4
                  )
@@ -421,23 +424,41 @@ impl Apply<'_> {
                         (SELECT min(source_updated_at) FROM price_points
                          WHERE coin_key = $1 AND vs_currency = $2 AND granularity IS NULL),
                         (SELECT coalesce(array_agg(at ORDER BY at), '{}') FROM held),
-                        (SELECT coalesce(array_agg(price ORDER BY at), '{}') FROM held),
-                        (SELECT coalesce(array_agg(lower(span) ORDER BY span), '{}') FROM covered),
-                        (SELECT coalesce(array_agg(upper(span) ORDER BY span), '{}') FROM covered)",
-                &[typed(&coin_key), typed(&vs_currency), typed(&from), typed(&to), typed(&granularity.served_by())])).await?;
-        fn zipped<A, B>(left: Vec<A>, right: Vec<B>) -> Vec<(A, B)> {
-            left.into_iter().zip(right).collect()
-        }
+                        (SELECT coalesce(array_agg(price ORDER BY at), '{}') FROM held)",
+                &[typed(&coin_key), typed(&vs_currency), typed(&from), typed(&to)])).await?;
+        let times: Vec<DateTime<Utc>> = row.get(2);
+        let prices: Vec<Decimal> = row.get(3);
         Ok(SeriesAround {
             reference: row.get(0),
             first_live: row.get(1),
-            held: zipped(row.get(2), row.get(3)),
-            covered: zipped(row.get(4), row.get(5)),
+            held: times.into_iter().zip(prices).collect(),
         })
     }
 
+    /// Notes on a chunk the points it left out for retention: its span counts as covered all the
+    /// same (a retired week takes no row), and an owner who lifts a horizon finds the chunks to
+    /// ask again by it (docs/command-line.md, backfill).
+    pub async fn note_outside_retention(
+        &self,
+        job_id: Uuid,
+        position: i32,
+        outside: u64,
+    ) -> Result<(), StoreError> {
+        let detail = format!("{outside} points outside retention, left out");
+        self.bounded(
+            "noting the chunk's points outside retention",
+            self.tx.execute_typed(
+                "UPDATE backfill_chunks SET detail = $3 WHERE job_id = $1 AND position = $2",
+                &[typed(&job_id), typed(&position), typed(&detail)],
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Appends the recorded points of a chunk, marked with their granularity, and marks the chunk
-    /// done; returns the rows written.
+    /// done from where it was asked (`chunk`'s start: later than planned when the Demo plan's
+    /// limit cut it, so that it covers only what was asked for); returns the rows written.
     pub async fn write_chunk(
         &self,
         run_id: Uuid,
@@ -470,8 +491,8 @@ impl Apply<'_> {
         self.bounded("marking the chunk done", self.tx.execute_typed(
                 "UPDATE backfill_chunks
                  SET state = 'done', points = $3, recorded = $4, calls = calls + $5, last_call_at = now(),
-                     done_at = now(), run_id = $6
-                 WHERE job_id = $1 AND position = $2", &[typed(&job_id), typed(&chunk.position), typed(&fetched), typed(&(written as i32)), typed(&calls), typed(&run_id)])).await?;
+                     done_at = now(), run_id = $6, chunk_from = greatest(chunk_from, $7)
+                 WHERE job_id = $1 AND position = $2", &[typed(&job_id), typed(&chunk.position), typed(&fetched), typed(&(written as i32)), typed(&calls), typed(&run_id), typed(&chunk.chunk.from)])).await?;
         Ok(written)
     }
 }
@@ -479,11 +500,11 @@ impl Apply<'_> {
 /// Each (coin, currency) asked for and whether earlier backfills cover it over the window
 /// (`$3` to `$4`, at a granularity whose rows are served by those of `$5`): `covered` when the
 /// done chunks of its backfills at those granularities, each cut to its own job's window (what it
-/// may write, and fills: see [`SeriesAround`]), hold every instant from `$3` up to its first live
-/// row or `$4`, whichever is first. A window ending now (`$6`) may end one step (`$7` seconds: an
-/// hour, a day) after them: the points of that last step are still to come. Else `pending` (in
-/// the open backfill), `refused` (CoinGecko refused it in a backfill), or `not_covered`. In the
-/// order asked: coin by coin, each currency.
+/// may write) from where it was asked, hold every instant from `$3` up to its first live
+/// row or `$4`, whichever is first. A window ending now (`$6`) may end after them when no step
+/// (`$7` seconds: an hour, a day, from midnight UTC) began in between: that step's point is still
+/// to come. Else `pending` (in the open backfill), `refused` (CoinGecko refused it in a backfill),
+/// or `not_covered`. In the order asked: coin by coin, each currency.
 const COVERAGE: &str = "
 WITH pairs AS (
     SELECT k.coin_key, k.n AS coin_order, c.vs_currency, c.n AS currency_order
@@ -505,7 +526,8 @@ WITH pairs AS (
                  (SELECT min(pp.source_updated_at) FROM price_points pp
                   WHERE pp.coin_key = p.coin_key AND pp.vs_currency = p.vs_currency AND pp.granularity IS NULL),
                  CASE WHEN $6::bool AND upper(ch.covered) > $3::timestamptz
-                           AND upper(ch.covered) >= $4::timestamptz - $7::bigint * interval '1 second'
+                           AND upper(ch.covered) >= date_bin(make_interval(secs => $7::bigint), $4::timestamptz,
+                                                             timestamptz '1970-01-01 00:00+00')
                       THEN upper(ch.covered) END) AS fill_to
     FROM pairs p LEFT JOIN chunks ch USING (coin_key, vs_currency)
 )
@@ -522,6 +544,7 @@ ORDER BY w.coin_order, w.currency_order";
 
 /// A pair's coverage, and what of a window it still lacks.
 struct PairSpans {
+    coin_key: i32,
     coverage: PairCoverage,
     /// Covered up to here: its first live row, the window's end, or within a step of it.
     fill_to: DateTime<Utc>,
@@ -567,8 +590,8 @@ async fn coverage(
     Ok(rows
         .iter()
         .map(|r| PairSpans {
+            coin_key: r.get(0),
             coverage: PairCoverage {
-                coin_key: r.get(0),
                 coin_id: r.get(1),
                 vs_currency: r.get(2),
                 state: match r.get::<_, &str>(3) {
