@@ -1065,17 +1065,16 @@ fn unrecorded_moves(
         .collect()
 }
 
-/// [`unrecorded_moves`] over bitcoin's history in usd and a backfill's window, which has to be
-/// none; some points must be rows.
-async fn assert_every_move_is_recorded(
+/// [`unrecorded_moves`] of bitcoin's history in usd over `span`, which has to be none; some of the
+/// points must be rows.
+async fn assert_no_unrecorded_move(
     app: &TestApp,
     book: &ChartBook,
-    summary: &BackfillSummary,
+    span: (DateTime<Utc>, DateTime<Utc>),
     interval: Option<&str>,
     pct: &str,
 ) {
-    let window = (summary.window_from.unwrap(), summary.window_to.unwrap());
-    let served = bitcoin_served(book, window, interval);
+    let served = bitcoin_served(book, span, interval);
     let rows = bitcoin_rows(app).await;
     let unrecorded = unrecorded_moves(&served, &rows, pct);
     assert!(
@@ -1087,8 +1086,20 @@ async fn assert_every_move_is_recorded(
     );
     assert!(
         served.iter().any(|(t, _)| rows.contains_key(t)),
-        "{window:?}: no point recorded"
+        "{span:?}: no point recorded"
     );
+}
+
+/// [`assert_no_unrecorded_move`] over a backfill's window.
+async fn assert_every_move_is_recorded(
+    app: &TestApp,
+    book: &ChartBook,
+    summary: &BackfillSummary,
+    interval: Option<&str>,
+    pct: &str,
+) {
+    let span = (summary.window_from.unwrap(), summary.window_to.unwrap());
+    assert_no_unrecorded_move(app, book, span, interval, pct).await;
 }
 
 /// The times of a backfill invocation's rows.

@@ -88,14 +88,7 @@ async fn two_backfills_meet_without_an_unrecorded_move() {
         BackfillOutcome::AlreadyDone
     );
 
-    let served = bitcoin_served(&book, (base, base + day * 30), None);
-    let unrecorded = unrecorded_moves(&served, &bitcoin_rows(&app).await, "3");
-    assert!(
-        unrecorded.is_empty(),
-        "{} points: {:#?}",
-        unrecorded.len(),
-        &unrecorded[..unrecorded.len().min(5)]
-    );
+    assert_no_unrecorded_move(&app, &book, (base, base + day * 30), None, "3").await;
 }
 
 /// A backfill that ended a minute before the last step began (a whole hour, a midnight UTC),
@@ -174,17 +167,7 @@ async fn a_demo_chunk_resumed_past_the_plans_year_covers_only_what_it_asked() {
         "{pro:?}"
     );
     assert!(book.requests()[asked].from < sent.from);
-    let unrecorded = unrecorded_moves(
-        &bitcoin_served(&book, (from, to), None),
-        &bitcoin_rows(&app).await,
-        "0",
-    );
-    assert!(
-        unrecorded.is_empty(),
-        "{} points: {:?}",
-        unrecorded.len(),
-        unrecorded.first()
-    );
+    assert_no_unrecorded_move(&app, &book, (from, to), None, "0").await;
 }
 
 #[tokio::test]
@@ -261,17 +244,7 @@ async fn weeks_left_out_for_a_horizon_are_backfilled_once_it_is_lifted_as_docume
     assert_eq!(marked, 1);
     let again = backfill(&app, &request).await;
     assert_eq!(again.outcome, BackfillOutcome::Finished, "{again:?}");
-    let unrecorded = unrecorded_moves(
-        &bitcoin_served(&book, (from, to), None),
-        &bitcoin_rows(&app).await,
-        "0",
-    );
-    assert!(
-        unrecorded.is_empty(),
-        "{} points: {:?}",
-        unrecorded.len(),
-        unrecorded.first()
-    );
+    assert_no_unrecorded_move(&app, &book, (from, to), None, "0").await;
 }
 
 #[tokio::test]
