@@ -16,7 +16,10 @@ GRANT USAGE ON SCHEMA public TO coingecko_cdc_ingest;
 -- SELECT serves the CDC reference, the trigger-id check and the RETURNING of the apply.
 GRANT SELECT, INSERT, UPDATE ON coins, quotes TO coingecko_cdc_ingest;
 GRANT SELECT, INSERT ON price_points TO coingecko_cdc_ingest;
-GRANT SELECT, INSERT, UPDATE ON ingest_runs TO coingecko_cdc_ingest;
+-- A run records its own end: only these columns, so that the role cannot rewrite what a run was
+-- (its kind, trigger id or start), nor delete one. (The REVOKE narrows an earlier grant of all.)
+REVOKE UPDATE ON ingest_runs FROM coingecko_cdc_ingest;
+GRANT SELECT, INSERT, UPDATE (status, finished_at, summary, error, calls) ON ingest_runs TO coingecko_cdc_ingest;
 GRANT SELECT, INSERT, DELETE ON raw_pages TO coingecko_cdc_ingest;
 GRANT SELECT, INSERT, UPDATE ON backfill_jobs, backfill_chunks TO coingecko_cdc_ingest;
 -- For `coingecko-cdc status` and `chart` and for analysts: reading is harmless.
