@@ -20,22 +20,16 @@ fn step_start(at: DateTime<Utc>, seconds: i64) -> DateTime<Utc> {
 /// Makes the backfill's jobs and chunks look `days` older, as a job resumed that much later sees
 /// them.
 async fn age_the_backfill(app: &TestApp, days: i32) {
-    app.db
-        .execute(
-            "UPDATE backfill_chunks SET chunk_from = chunk_from - make_interval(days => $1),
-                                        chunk_to = chunk_to - make_interval(days => $1)",
-            &[&days],
-        )
-        .await
-        .unwrap();
-    app.db
-        .execute(
-            "UPDATE backfill_jobs SET window_from = window_from - make_interval(days => $1),
-                                      window_to = window_to - make_interval(days => $1)",
-            &[&days],
-        )
-        .await
-        .unwrap();
+    for (table, from, to) in [
+        ("backfill_chunks", "chunk_from", "chunk_to"),
+        ("backfill_jobs", "window_from", "window_to"),
+    ] {
+        let sql = format!(
+            "UPDATE {table} SET {from} = {from} - make_interval(days => $1),
+                                {to} = {to} - make_interval(days => $1)"
+        );
+        app.db.execute(&sql, &[&days]).await.unwrap();
+    }
 }
 
 /// Starts `request` with too little time for its first answer: planned, nothing fetched.
