@@ -11,7 +11,7 @@ use crate::coingecko::{CoinGeckoClient, FetchError, FetchProgress, LogProgress};
 use crate::config::{CoinGeckoConfig, IngestConfig};
 use crate::market::{Market, Quote};
 use crate::replay::RecordedAnswer;
-use crate::store::{Apply, HeldCoin, Store, StoreError, LEASE_MARGIN};
+use crate::store::{Apply, HeldCoin, RunKind, Store, StoreError, LEASE_MARGIN};
 use crate::summary::{Counts, Requests, Summary, Timings};
 
 #[derive(Debug, thiserror::Error)]
@@ -104,10 +104,11 @@ impl Ingest {
         let abandoned = store.abandon_dead_runs().await?.len() as u64;
         let run_id = Uuid::now_v7();
         let (trigger, lease) = (trigger_id.as_deref(), self.lease(source));
-        match source {
-            Source::Live { .. } => store.start_run(run_id, trigger, lease).await?,
-            Source::Recorded(_) => store.start_replay_run(run_id, trigger, lease).await?,
-        }
+        let kind = match source {
+            Source::Live { .. } => RunKind::Live,
+            Source::Recorded(_) => RunKind::Replay,
+        };
+        store.start_run(run_id, kind, trigger, lease).await?;
         match self
             .fetch_and_apply(store, run_id, trigger_id, started, source)
             .await

@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use coingecko_cdc::store::RunKind;
 use common::{cli, coin, column, fixture, page, spawn_app, stdout_json, TestApp};
 use tokio::process::{Child, Command};
 use tokio_postgres::Client;
@@ -345,7 +346,7 @@ async fn a_frozen_run_found_abandoned_applies_nothing_when_it_wakes() {
     let mut frozen = app.store().await;
     let run_id = Uuid::now_v7();
     frozen
-        .start_run(run_id, None, Duration::from_millis(50))
+        .start_run(run_id, RunKind::Live, None, Duration::from_millis(50))
         .await
         .unwrap();
     outlive_lease(&app.db, run_id).await;

@@ -9,14 +9,14 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::plan::{plan_chunks, window_for_days, BackfillRequest, PlanError, Window};
+use super::plan::{plan_chunks, window_for_days, BackfillRequest, PlanError, Window, DEMO_HISTORY};
 use crate::cdc;
 use crate::coingecko::{Call, ChartSession, CoinGeckoClient, FetchError, TimeLimit};
 use crate::config::{ApiPlan, CoinSelection, IngestConfig};
 use crate::market::ChartPoint;
 use crate::store::{
-    Apply, BackfillCoins, BackfillJob, BackfillWindow, Claim, NewBackfill, PendingChunk, Store,
-    StoreError, LEASE_MARGIN,
+    Apply, BackfillCoins, BackfillJob, BackfillWindow, Claim, NewBackfill, PendingChunk, RunKind,
+    Store, StoreError, LEASE_MARGIN,
 };
 use crate::summary::{BackfillOutcome, BackfillSummary, RefusedCoin};
 
@@ -27,7 +27,6 @@ const DEMO_WINDOW_MARGIN: TimeDelta = TimeDelta::minutes(5);
 /// A request of a chunk planned that long ago that it reaches past the limit by now starts this
 /// much inside it (what lies before is not covered).
 const DEMO_REQUEST_MARGIN: TimeDelta = TimeDelta::minutes(1);
-const DEMO_HISTORY: TimeDelta = TimeDelta::days(365);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackfillError {
@@ -132,7 +131,9 @@ impl Backfill<'_> {
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let mut session = self.coingecko.chart_session(bounds.limit);
         let mut summary = BackfillSummary::new(run_id);
-        store.start_backfill_run(run_id, bounds.run_lease).await?;
+        store
+            .start_run(run_id, RunKind::Backfill, None, bounds.run_lease)
+            .await?;
         let outcome = self
             .claim_and_work(store, &new, run_id, lease_until, &mut session, &mut summary)
             .await;

@@ -23,7 +23,8 @@ const DAILY_MIN: TimeDelta = TimeDelta::days(91);
 /// A year of daily points per request.
 const DAILY_MAX: TimeDelta = TimeDelta::days(365);
 const DEMO_HISTORY_DAYS: i64 = 365;
-const DEMO_HISTORY: TimeDelta = TimeDelta::days(DEMO_HISTORY_DAYS);
+/// What the Demo plan serves, counted back from when a request arrives.
+pub(crate) const DEMO_HISTORY: TimeDelta = TimeDelta::days(DEMO_HISTORY_DAYS);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Granularity {

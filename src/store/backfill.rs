@@ -1,6 +1,8 @@
 //! The backfill's tables: jobs and their chunks, the lease that keeps one invocation at work, and
 //! the apply of one chunk. Each chunk lands in its own transaction, under the run lock.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -324,30 +326,31 @@ impl Store {
     ) -> Result<Coverage, StoreError> {
         const READING: &str = "reading what the backfills cover";
         let keys = coin_keys(&self.client, coins).await.during(READING)?;
-        let known: Vec<PairCoverage> = coverage(&self.client, &keys, currencies, window)
+        let known = coverage(&self.client, &keys, currencies, window)
             .await
             .during(READING)?
             .into_iter()
-            .map(|p| p.coverage)
-            .collect();
+            .map(|p| p.coverage);
         let pairs = match coins {
             // In the order asked, each id in every currency, the ones never seen among them.
-            BackfillCoins::Ids(ids) => ids
-                .iter()
-                .flat_map(|id| currencies.iter().map(move |vs| (id, vs)))
-                .map(|(id, vs)| {
-                    known
-                        .iter()
-                        .find(|p| &p.coin_id == id && &p.vs_currency == vs)
-                        .cloned()
-                        .unwrap_or_else(|| PairCoverage {
-                            coin_id: id.clone(),
-                            vs_currency: vs.clone(),
-                            state: CoverageState::NotCovered,
-                        })
-                })
-                .collect(),
-            BackfillCoins::Tracked { .. } => known,
+            BackfillCoins::Ids(ids) => {
+                let mut states: HashMap<(String, String), CoverageState> = known
+                    .map(|p| ((p.coin_id, p.vs_currency), p.state))
+                    .collect();
+                ids.iter()
+                    .flat_map(|id| currencies.iter().map(move |vs| (id, vs)))
+                    .map(|(id, vs)| {
+                        let key = (id.clone(), vs.clone());
+                        let state = states.remove(&key).unwrap_or(CoverageState::NotCovered);
+                        PairCoverage {
+                            coin_id: key.0,
+                            vs_currency: key.1,
+                            state,
+                        }
+                    })
+                    .collect()
+            }
+            BackfillCoins::Tracked { .. } => known.collect(),
         };
         Ok(Coverage {
             from: window.from,

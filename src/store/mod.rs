@@ -25,7 +25,7 @@ pub use backfill::{
 pub use connector::Connector;
 use connector::LazyTls;
 pub use error::StoreError;
-pub use runs::{AbandonedRun, LEASE_MARGIN};
+pub use runs::{AbandonedRun, RunKind, LEASE_MARGIN};
 
 pub struct Store {
     client: Client,

@@ -24,6 +24,26 @@ pub(super) const FINISH_RUN: &str =
 /// lock): the round trips between them, and the parsing of the last answer.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
+/// What a run in the ledger is: the health and the status table judge the live runs only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    Live,
+    /// A recorded answer replayed.
+    Replay,
+    /// A backfill invocation: its rows point at it.
+    Backfill,
+}
+
+impl RunKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Live => "live",
+            RunKind::Replay => "replay",
+            RunKind::Backfill => "backfill",
+        }
+    }
+}
+
 /// A run found dead: what `status` and the log say of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AbandonedRun {
@@ -44,37 +64,8 @@ impl Store {
     pub async fn start_run(
         &self,
         run_id: Uuid,
+        kind: RunKind,
         trigger_id: Option<&str>,
-        lease: Duration,
-    ) -> Result<(), StoreError> {
-        self.record_start(run_id, trigger_id, "live", lease).await
-    }
-
-    /// Records the start of a run that replays a recorded answer: its own kind, which the health
-    /// and the status table of the live runs leave out.
-    pub async fn start_replay_run(
-        &self,
-        run_id: Uuid,
-        trigger_id: Option<&str>,
-        lease: Duration,
-    ) -> Result<(), StoreError> {
-        self.record_start(run_id, trigger_id, "replay", lease).await
-    }
-
-    /// Records a backfill invocation in the ledger: its rows point at it.
-    pub async fn start_backfill_run(
-        &self,
-        run_id: Uuid,
-        lease: Duration,
-    ) -> Result<(), StoreError> {
-        self.record_start(run_id, None, "backfill", lease).await
-    }
-
-    async fn record_start(
-        &self,
-        run_id: Uuid,
-        trigger_id: Option<&str>,
-        kind: &str,
         lease: Duration,
     ) -> Result<(), StoreError> {
         self.client
@@ -85,7 +76,7 @@ impl Store {
                     typed(&run_id),
                     typed(&trigger_id),
                     typed(&RunState::Running.as_str()),
-                    typed(&kind),
+                    typed(&kind.as_str()),
                     typed(&lease.as_secs_f64()),
                 ],
             )
