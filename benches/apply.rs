@@ -21,12 +21,17 @@
 //! `month,week,day`: the partition lengths to measure that with), `COLD` (default 0; 1 also times
 //! the queries after restarting PostgreSQL and dropping the page cache: root and a Debian cluster),
 //! `V5_ROWS` (default 0; otherwise that much history is loaded into V5's tables, sized, migrated to
-//! V6 and sized again).
+//! V6 and sized again), and for the change feed (`feed.rs`): `FEED` (default 0; 1 also times, at the
+//! largest size, the apply with the feed's writes against it without them, and publishing run 2's
+//! events), `FEED_ROWS` (default 0; with `FEED=1`, the feed's bytes per row and a read of 1,000
+//! changes after a position at that many rows).
 
 #[path = "support/cli_process.rs"]
 mod cli_process;
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "apply/feed.rs"]
+mod feed;
 #[path = "apply/scale.rs"]
 mod scale;
 
@@ -1238,6 +1243,11 @@ async fn main() -> Result<()> {
         }
         if v5_rows > 0 {
             bench.v5_to_v6(largest as i64, v5_rows).await?;
+        }
+        if numbers_setting("FEED", "0")?[0] > 0 {
+            bench
+                .feed(largest, numbers_setting("FEED_ROWS", "0")?[0] as i64)
+                .await?;
         }
         anyhow::Ok(())
     }

@@ -16,6 +16,12 @@ GRANT USAGE ON SCHEMA public TO coingecko_cdc_ingest;
 -- SELECT serves the CDC reference, the trigger-id check and the RETURNING of the apply.
 GRANT SELECT, INSERT, UPDATE ON coins, quotes TO coingecko_cdc_ingest;
 GRANT SELECT, INSERT ON price_points TO coingecko_cdc_ingest;
+-- The change feed: a run appends its history rows at the next positions, and moves the events'
+-- cursor once they are on the bus; it may neither rewrite nor delete a position.
+GRANT SELECT, INSERT ON price_feed TO coingecko_cdc_ingest;
+GRANT SELECT, UPDATE ON price_feed_counter, price_feed_published TO coingecko_cdc_ingest;
+GRANT EXECUTE ON FUNCTION price_feed_append(uuid, timestamptz, text, text, integer[], timestamptz[],
+    numeric[], numeric[]), changes_since(bigint, integer) TO coingecko_cdc_ingest;
 -- A run records its own end: only these columns, so that the role cannot rewrite what a run was
 -- (its kind, trigger id or start), nor delete one. (The REVOKE narrows an earlier grant of all.)
 REVOKE UPDATE ON ingest_runs FROM coingecko_cdc_ingest;

@@ -14,7 +14,9 @@ use uuid::Uuid;
 use crate::backfill::{Backfill, BackfillError, BackfillRequest};
 use crate::config::Config;
 use crate::database::{ConnectError, Database};
+use crate::eventbridge::EventBus;
 use crate::ingest::{Ingest, Outcome, RunError, Source};
+use crate::publish::Events;
 use crate::replay::RecordedAnswer;
 use crate::secrets::{parse_api_key, SecretSource};
 use crate::store::{Store, StoreError};
@@ -55,6 +57,8 @@ pub struct App<S> {
     ingest: Ingest,
     database: Database<S>,
     auto_migrate: bool,
+    /// Where live runs publish their changes, when `EVENT_BUS_NAME` names a bus.
+    events: Option<Events>,
     /// The warm connection, and whether this process has already migrated.
     store: Mutex<(Option<Store>, bool)>,
 }
@@ -67,10 +71,18 @@ impl<S: SecretSource> App<S> {
             let text = secrets.secret_string(secret_id).await?;
             coingecko.api_key = Some(parse_api_key(secret_id, &text)?);
         }
+        let events = match config.events {
+            Some(events) => Some(Events {
+                bus: EventBus::new(secrets.aws_config().get().await, &events.bus),
+                include_backfill: events.include_backfill,
+            }),
+            None => None,
+        };
         Ok(Self {
             ingest: Ingest::new(coingecko, config.ingest)?,
             database: Database::new(&config.database, secrets)?,
             auto_migrate: config.auto_migrate,
+            events,
             store: Mutex::new((None, false)),
         })
     }
@@ -141,8 +153,13 @@ impl<S: SecretSource> App<S> {
         let store = self.ready(slot, migrated).await?;
         // Runs of one app take turns (the lock above): the calls sent meanwhile are this run's.
         let calls_before = self.ingest.coingecko().calls_sent();
+        let live = matches!(source, Source::Live { .. });
         match self.ingest.run(store, trigger_id, source).await? {
-            Outcome::Finished(summary) => Ok(summary),
+            // Live runs publish, after their commit (replays leave their changes to the next).
+            Outcome::Finished(summary) => Ok(match &self.events {
+                Some(events) if live => events.publish(store, summary).await,
+                _ => summary,
+            }),
             Outcome::Failed { run_id, error } => {
                 let calls = self
                     .ingest

@@ -51,6 +51,13 @@ pub fn is_out_of_order(observed_at: DateTime<Utc>, held_at: Option<DateTime<Utc>
     held_at.is_some_and(|held| observed_at < held)
 }
 
+/// A price the rule records, and the price of the series' row before it, which it moved from
+/// (`None`: the series' first row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    pub previous: Option<Decimal>,
+}
+
 /// Which of the prices `offered` to a series the rule records, among the rows the series
 /// already `held`s (history is append-only: those stay as they are). Both come in time order; each
 /// offered price is judged against the last row before it, held or just recorded, the first
@@ -62,7 +69,7 @@ pub fn recordable_series<T: Ord>(
     held: &[(T, Decimal)],
     reference: Option<Decimal>,
     threshold_pct: Decimal,
-) -> Vec<bool> {
+) -> Vec<Option<Recorded>> {
     let mut last = reference;
     let mut held = held.iter().peekable();
     offered
@@ -73,11 +80,11 @@ pub fn recordable_series<T: Ord>(
                 last = Some(*held_price);
                 taken |= held_at == at;
             }
-            let record = !taken && is_recordable(*price, last, threshold_pct);
-            if record {
-                last = Some(*price);
+            if taken || !is_recordable(*price, last, threshold_pct) {
+                return None;
             }
-            record
+            let previous = last.replace(*price);
+            Some(Recorded { previous })
         })
         .collect()
 }
@@ -95,6 +102,19 @@ mod tests {
         is_recordable(d(new), reference.map(d), d(pct))
     }
 
+    /// Which of `offered` the rule records.
+    fn recorded_of(
+        offered: &[(usize, Decimal)],
+        held: &[(usize, Decimal)],
+        reference: Option<Decimal>,
+        pct: &str,
+    ) -> Vec<bool> {
+        recordable_series(offered, held, reference, d(pct))
+            .iter()
+            .map(Option::is_some)
+            .collect()
+    }
+
     /// A series numbered in time order.
     fn series(prices: &[&str]) -> Vec<(usize, Decimal)> {
         prices.iter().map(|p| d(p)).enumerate().collect()
@@ -104,13 +124,23 @@ mod tests {
     fn a_series_is_walked_against_the_last_recorded_price_not_the_last_seen() {
         let series = series(&["100", "100.3", "100.6", "100.2", "99.4", "99.4", "100"]);
         assert_eq!(
-            recordable_series(&series, &[], None, d("0.5")),
+            recorded_of(&series, &[], None, "0.5"),
             [true, false, true, false, true, false, true]
+        );
+        // Each recorded price moved from the one recorded before it, not from the one seen.
+        let previous: Vec<_> = recordable_series(&series, &[], None, d("0.5"))
+            .into_iter()
+            .flatten()
+            .map(|r| r.previous)
+            .collect();
+        assert_eq!(
+            previous,
+            [None, Some(d("100")), Some(d("100.6")), Some(d("99.4"))]
         );
         // A drift of small steps is recorded once it adds up.
         let drift = self::series(&["100.2", "100.4", "100.5"]);
         assert_eq!(
-            recordable_series(&drift, &[], Some(d("100")), d("0.5")),
+            recorded_of(&drift, &[], Some(d("100")), "0.5"),
             [false, false, true]
         );
         assert!(recordable_series::<usize>(&[], &[], None, d("1")).is_empty());
@@ -127,16 +157,23 @@ mod tests {
         ];
         let held = [(2, d("101")), (4, d("103"))];
         assert_eq!(
-            recordable_series(&offered, &held, Some(d("99")), d("0.5")),
+            recorded_of(&offered, &held, Some(d("99")), "0.5"),
             [true, false, false, false]
         );
         assert_eq!(
-            recordable_series(&offered, &held, Some(d("100")), d("0.2")),
+            recorded_of(&offered, &held, Some(d("100")), "0.2"),
             [false, true, false, true]
         );
+        // 3 moved from the held 101, 5 from the held 103.
+        let previous: Vec<_> = recordable_series(&offered, &held, Some(d("100")), d("0.2"))
+            .into_iter()
+            .flatten()
+            .map(|r| r.previous)
+            .collect();
+        assert_eq!(previous, [Some(d("101")), Some(d("103"))]);
         // A held row after every offered one changes nothing before it.
         assert_eq!(
-            recordable_series(&offered[..1], &[(9, d("1"))], None, d("0.5")),
+            recorded_of(&offered[..1], &[(9, d("1"))], None, "0.5"),
             [true]
         );
     }

@@ -122,6 +122,17 @@ pub struct Config {
     pub auto_migrate: bool,
     /// Where the CoinGecko API key comes from when it is kept in Secrets Manager.
     pub api_key_secret_id: Option<String>,
+    /// The EventBridge bus the changes go to; `None`: events are off.
+    pub events: Option<EventsConfig>,
+}
+
+/// `EVENT_BUS_NAME` and `EVENTS_INCLUDE_BACKFILL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsConfig {
+    /// A bus name or ARN.
+    pub bus: String,
+    /// Whether backfilled rows are published too (a year of history is not news).
+    pub include_backfill: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -249,6 +260,9 @@ pub struct IngestConfig {
     pub lock_timeout: Duration,
     /// How long one statement of the apply may take.
     pub statement_timeout: Duration,
+    /// Whether the changes go on to EventBridge (`EVENT_BUS_NAME`): a run then starts the
+    /// outbox when it is not started yet.
+    pub publishes_events: bool,
 }
 
 impl Config {
@@ -297,12 +311,20 @@ impl Config {
             monthly_call_budget: env.optional_whole(COINGECKO_MONTHLY_CALL_BUDGET)?,
         };
 
+        let events = match env.text("EVENT_BUS_NAME") {
+            Some(bus) => Some(EventsConfig {
+                bus: parse_event_bus(&bus)?,
+                include_backfill: env.flag("EVENTS_INCLUDE_BACKFILL", false)?,
+            }),
+            None => None,
+        };
         let ingest = IngestConfig {
             threshold_pct: parse_threshold(env.text("CDC_THRESHOLD_PCT").as_deref())?,
             store_raw: env.flag("STORE_RAW", true)?,
             raw_retention_days: env.whole(RAW_RETENTION_DAYS)?,
             lock_timeout: Duration::from_secs(env.whole(DB_LOCK_TIMEOUT_SECS)?),
             statement_timeout: Duration::from_secs(env.whole(DB_STATEMENT_TIMEOUT_SECS)?),
+            publishes_events: events.is_some(),
         };
 
         Ok(Self {
@@ -311,7 +333,38 @@ impl Config {
             database: database_config(&env)?,
             auto_migrate: env.flag("AUTO_MIGRATE", true)?,
             api_key_secret_id: env.text("COINGECKO_API_KEY_SECRET_ID"),
+            events,
         })
+    }
+}
+
+/// An EventBridge bus name (`prices`, up to 256 of letters, digits and `/._-`) or its ARN.
+fn parse_event_bus(value: &str) -> Result<String, ConfigError> {
+    let name = match value.strip_prefix("arn:") {
+        Some(arn) => {
+            let parts: Vec<&str> = arn.splitn(5, ':').collect();
+            match parts[..] {
+                [_, "events", region, account, resource]
+                    if !region.is_empty() && account.len() == 12 =>
+                {
+                    resource.strip_prefix("event-bus/").unwrap_or("")
+                }
+                _ => "",
+            }
+        }
+        None => value,
+    };
+    let valid = (1..=256).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c));
+    if valid {
+        Ok(value.to_string())
+    } else {
+        Err(ConfigError::new(
+            "EVENT_BUS_NAME",
+            format!("{value:?} is not an EventBridge bus name (up to 256 letters, digits and /._-) nor a bus ARN (arn:aws:events:REGION:ACCOUNT:event-bus/NAME); leave it empty to publish no events"),
+        ))
     }
 }
 
@@ -815,12 +868,49 @@ mod tests {
             ),
             ("DATABASE_URL", "host=h sslcert=/client.pem"),
             ("DB_AUTH", "password"),
+            ("EVENT_BUS_NAME", "price moves"),
+            (
+                "EVENT_BUS_NAME",
+                "arn:aws:events:us-east-1:12:event-bus/prices",
+            ),
+            (
+                "EVENT_BUS_NAME",
+                "arn:aws:sqs:us-east-1:123456789012:prices",
+            ),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);
             assert!(err.to_string().starts_with(var), "{err}");
         }
+    }
+
+    #[test]
+    fn events_are_off_unless_a_bus_is_named_by_name_or_arn() {
+        assert_eq!(config(&[]).unwrap().events, None);
+        assert!(!config(&[]).unwrap().ingest.publishes_events);
+        let arn = "arn:aws:events:eu-west-1:123456789012:event-bus/prices";
+        for bus in ["prices", "default", arn] {
+            let cfg = config(&[("EVENT_BUS_NAME", bus)]).unwrap();
+            assert_eq!(
+                cfg.events,
+                Some(EventsConfig {
+                    bus: bus.into(),
+                    include_backfill: false
+                })
+            );
+            assert!(cfg.ingest.publishes_events);
+        }
+        let both = [
+            ("EVENT_BUS_NAME", "prices"),
+            ("EVENTS_INCLUDE_BACKFILL", "yes"),
+        ];
+        assert!(config(&both).unwrap().events.unwrap().include_backfill);
+        let bad = [
+            ("EVENT_BUS_NAME", "prices"),
+            ("EVENTS_INCLUDE_BACKFILL", "all"),
+        ];
+        assert_eq!(config(&bad).unwrap_err().var, "EVENTS_INCLUDE_BACKFILL");
     }
 
     /// What each setting came out as, to compare with what was given.

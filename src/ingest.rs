@@ -214,6 +214,9 @@ impl Ingest {
                 return Ok(duplicate);
             }
         }
+        if self.settings.publishes_events {
+            apply.start_outbox().await?;
+        }
         // The tracked set follows the newest answer, as the prices do: read before this run writes.
         let held_until = match markets.first() {
             Some(&(vs_currency, _)) => apply.latest_price_time(vs_currency).await?,
@@ -329,14 +332,14 @@ impl Ingest {
             .filter(|&i| outside[i].is_none())
             .collect();
         let quotes_kept: Vec<&Quote> = kept.iter().map(|&i| quotes[i]).collect();
-        let keys: Vec<Option<i32>> = kept.iter().map(|&i| held[i].map(|h| h.coin_key)).collect();
+        let held_kept: Vec<Option<HeldCoin>> = kept.iter().map(|&i| held[i].copied()).collect();
         let recordable: Vec<bool> = kept.iter().map(|&i| recordable[i]).collect();
         let written = apply
             .write_prices(
                 run_id,
                 vs_currency,
                 &quotes_kept,
-                &keys,
+                &held_kept,
                 &recordable,
                 recorded_at,
             )

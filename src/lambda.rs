@@ -68,10 +68,10 @@ fn time_left(context: &Context) -> Option<Duration> {
 /// figures, which sums would count twice; a real run counts `Duplicate` 0, so its average is the
 /// share of redeliveries.
 pub fn metrics_record(summary: &Summary, timestamp_ms: i64) -> Value {
-    let metrics: &[(&str, &str, u64)] = if summary.status == RunState::Duplicate {
-        &[("Duplicate", "Count", 1)]
+    let mut metrics: Vec<(&str, &str, u64)> = if summary.status == RunState::Duplicate {
+        vec![("Duplicate", "Count", 1)]
     } else {
-        &[
+        vec![
             ("Fetched", "Count", summary.fetched),
             ("Rejected", "Count", summary.rejected),
             ("HistoryInserted", "Count", summary.history_inserted),
@@ -86,7 +86,12 @@ pub fn metrics_record(summary: &Summary, timestamp_ms: i64) -> Value {
             ("Duplicate", "Count", 0),
         ]
     };
-    let mut record = emf(timestamp_ms, metrics, "VsCurrency", &summary.vs_currency);
+    // Only with events on: a stack without a bus has no backlog to alarm on.
+    if let (Some(published), Some(backlog)) = (summary.events_published, summary.events_backlog) {
+        metrics.push(("EventsPublished", "Count", published));
+        metrics.push(("EventsBacklog", "Count", backlog));
+    }
+    let mut record = emf(timestamp_ms, &metrics, "VsCurrency", &summary.vs_currency);
     record["run_id"] = json!(summary.run_id);
     record["status"] = json!(summary.status.as_str());
     record

@@ -41,6 +41,12 @@ pub trait SecretSource: Send + Sync {
 pub struct AwsConfig(Arc<tokio::sync::OnceCell<aws_config::SdkConfig>>);
 
 impl AwsConfig {
+    /// A configuration already loaded (another endpoint, region or credentials than the
+    /// environment's).
+    pub fn given(config: aws_config::SdkConfig) -> Self {
+        Self(Arc::new(tokio::sync::OnceCell::new_with(Some(config))))
+    }
+
     pub async fn get(&self) -> &aws_config::SdkConfig {
         self.0
             .get_or_init(|| aws_config::load_defaults(aws_config::BehaviorVersion::latest()))
@@ -110,6 +116,16 @@ impl SecretSource for aws_sdk_secretsmanager::Client {
 pub struct SecretsManager {
     aws: AwsConfig,
     client: tokio::sync::OnceCell<aws_sdk_secretsmanager::Client>,
+}
+
+impl SecretsManager {
+    /// Secrets Manager, and the other AWS clients built from it (EventBridge), with `aws`.
+    pub fn with_config(aws: AwsConfig) -> Self {
+        Self {
+            aws,
+            client: tokio::sync::OnceCell::new(),
+        }
+    }
 }
 
 impl SecretSource for SecretsManager {

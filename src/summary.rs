@@ -114,6 +114,17 @@ pub struct Summary {
     /// Pruning old raw pages and storing this run's.
     #[serde(default)]
     pub raw_ms: u64,
+    /// Changes put on EventBridge after the commit, this run's and the backlog's (absent when
+    /// `EVENT_BUS_NAME` is unset). Not in the summary stored with the run, which commits first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_published: Option<u64>,
+    /// Changes still to publish afterwards: the next runs take them, oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_backlog: Option<u64>,
+    /// Why publishing stopped short (the bus, the permission, the network): the run succeeded all
+    /// the same, and nothing is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_error: Option<String>,
 }
 
 /// What one run did in one quote currency: its own CDC stream.
@@ -288,6 +299,9 @@ impl Summary {
             fetch_ms: 0,
             apply_ms: 0,
             raw_ms: 0,
+            events_published: None,
+            events_backlog: None,
+            events_error: None,
         };
         summary.timed(timings)
     }

@@ -341,3 +341,98 @@ async fn backfill_prints_its_summary_and_a_window_the_demo_plan_refuses_is_an_er
 
 #[path = "cli/settings.rs"]
 mod settings;
+
+/// The JSON lines a command printed.
+fn json_lines(output: &Output) -> Vec<Value> {
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn changes_prints_the_feed_from_a_position_and_follow_prints_what_runs_commit_next() {
+    let app = spawn_app().await;
+    app.serve(&[common::page(&[
+        common::coin(
+            "bitcoin",
+            "64000.123456789012345678",
+            "2026-12-07T10:00:00.000Z",
+        ),
+        common::coin("ethereum", "3000", "2026-12-07T10:00:00.000Z"),
+    ])])
+    .await;
+    app.run().await;
+
+    let all = json_lines(&cli(&app, &["changes", "--since", "0"], &[]).await);
+    let seqs: Vec<i64> = all.iter().map(|c| c["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2]);
+    let bitcoin = all.iter().find(|c| c["coin_id"] == "bitcoin").unwrap();
+    assert_eq!(bitcoin["price"], "64000.123456789012345678", "exact");
+    assert_eq!(
+        (
+            &bitcoin["previous_price"],
+            &bitcoin["pct_change"],
+            &bitcoin["source"]
+        ),
+        (&Value::Null, &Value::Null, &Value::from("live"))
+    );
+    let after_one = json_lines(&cli(&app, &["changes", "--since", "1"], &[]).await);
+    assert_eq!(after_one, all[1..]);
+    let limited = json_lines(&cli(&app, &["changes", "--since", "0", "--limit", "1"], &[]).await);
+    assert_eq!(limited, all[..1]);
+
+    // A follower started now sees the next run's change as it commits, then stops at --limit.
+    let follower = tokio::process::Command::new(env!("CARGO_BIN_EXE_coingecko-cdc"))
+        .args([
+            "changes",
+            "--since",
+            "2",
+            "--follow",
+            "--interval",
+            "100ms",
+            "--limit",
+            "1",
+        ])
+        .env_clear()
+        .envs(app.env())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.serve(&[common::page(&[common::coin(
+        "bitcoin",
+        "65280.1259259259259259",
+        "2026-12-07T10:05:00.000Z",
+    )])])
+    .await;
+    app.run().await;
+    let followed = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        follower.wait_with_output(),
+    )
+    .await
+    .expect("the follower stops at --limit")
+    .unwrap();
+    let followed = json_lines(&followed);
+    assert_eq!(followed.len(), 1);
+    assert_eq!(followed[0]["seq"], 3);
+    assert_eq!(followed[0]["previous_price"], "64000.123456789012345678");
+    assert_eq!(followed[0]["pct_change"].as_f64(), Some(2.0));
+}
+
+#[tokio::test]
+async fn changes_refuses_a_negative_position_and_names_an_unreachable_database() {
+    let refused = cli_alone(&["changes", "--since", "-1"], &[]).await;
+    assert_eq!(refused.status.code(), Some(2), "a usage error, as clap's");
+    let unreachable = cli_alone(
+        &["changes", "--since", "0"],
+        &[("DATABASE_URL", "postgres://cdc@127.0.0.1:9/prices")],
+    )
+    .await;
+    assert_eq!(unreachable.status.code(), Some(1));
+    let said = last_stderr_line(&unreachable);
+    assert!(said.contains("127.0.0.1") && said.contains('9'), "{said}");
+}

@@ -899,3 +899,5 @@ async fn the_coin_dimension_keys_each_id_once_and_keeps_its_latest_description()
 
 #[path = "ingest/latest_state.rs"]
 mod latest_state;
+#[path = "ingest/replication.rs"]
+mod replication;

@@ -583,6 +583,14 @@ fn the_dashboard_is_json_and_shows_only_metrics_the_function_emits() {
     let emitted: Vec<String> = [
         metrics_record(&a_run(), 0),
         metrics_record(&a_run().into_duplicate(), 0),
+        metrics_record(
+            &Summary {
+                events_published: Some(1),
+                events_backlog: Some(0),
+                ..a_run()
+            },
+            0,
+        ),
         backfill_metrics_record(&backfill, 0),
     ]
     .iter()
@@ -619,5 +627,7 @@ fn the_dashboard_is_json_and_shows_only_metrics_the_function_emits() {
     }
 }
 
+#[path = "lambda/eventbridge.rs"]
+mod eventbridge;
 #[path = "lambda/events.rs"]
 mod events;

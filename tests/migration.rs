@@ -357,3 +357,83 @@ async fn v11_tracks_every_coin_with_a_price_and_forgets_a_stamp_from_the_future(
     );
     assert_eq!(app.current("frozen", "price").await.as_deref(), Some("2"));
 }
+
+#[tokio::test]
+async fn v14_gives_the_history_held_positions_in_the_order_it_was_recorded_and_runs_continue_after_them(
+) {
+    let app = spawn_app_migrated_to(Some(13)).await;
+    // Two runs' rows: the later run recorded an older backfilled point and a newer live one.
+    app.db
+        .batch_execute(
+            "INSERT INTO ingest_runs (run_id, status, started_at) VALUES
+                 ('00000000-0000-7000-8000-000000000001', 'succeeded', '2026-12-01T10:00:00Z'),
+                 ('00000000-0000-7000-8000-000000000002', 'succeeded', '2026-12-01T10:05:00Z');
+             INSERT INTO coins (coin_id, symbol, first_seen_at, last_seen_at)
+                 VALUES ('bitcoin', 'btc', now(), now());
+             SELECT price_history_make_partitions('{2026-11-01Z,2026-12-01Z}');
+             INSERT INTO price_points (source_updated_at, recorded_at, run_id, coin_key, vs_currency,
+                                       price, granularity)
+             SELECT t::timestamptz, r::timestamptz, run::uuid, coin_key, 'usd', p, g
+             FROM coins, (VALUES
+                 ('2026-12-01T10:00:00Z', '2026-12-01T10:00:01Z', '00000000-0000-7000-8000-000000000001', 100, NULL),
+                 ('2026-12-01T10:05:00Z', '2026-12-01T10:05:01Z', '00000000-0000-7000-8000-000000000002', 102, NULL),
+                 ('2026-11-01T00:00:00Z', '2026-12-01T10:06:00Z', '00000000-0000-7000-8000-000000000002', 90, 'daily'))
+                 AS v(t, r, run, p, g);
+             INSERT INTO quotes (vs_currency, coin_key, price, source_updated_at, first_seen_at,
+                                 last_changed_at, recorded_price, recorded_at)
+             SELECT 'usd', coin_key, 102, '2026-12-01T10:05:00Z', now(), now(), 102, now() FROM coins;",
+        )
+        .await
+        .unwrap();
+
+    app.store().await.migrate().await.unwrap();
+
+    let feed = column::<String>(
+        &app.db,
+        "SELECT seq || ' ' || price || ' ' || coalesce(previous_price::text, '-') FROM price_feed ORDER BY seq",
+    )
+    .await;
+    assert_eq!(
+        feed,
+        ["1 100 90", "2 102 100", "3 90 -"],
+        "in the order recorded; each moved from the row before it in its series"
+    );
+    app.serve(&[page(&[coin("bitcoin", "110", "2026-12-01T10:10:00.000Z")])])
+        .await;
+    app.run().await;
+    let changes = app.store().await.changes_after(2, 10).await.unwrap();
+    let read: Vec<(i64, String, Option<String>)> = changes
+        .iter()
+        .map(|c| {
+            (
+                c.seq,
+                c.price.to_string(),
+                c.previous_price.map(|p| p.to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        read,
+        [
+            (3, "90".to_string(), None),
+            (4, "110".to_string(), Some("102".to_string()))
+        ],
+        "the next run continues after the positions held"
+    );
+    let published: Option<i64> = app
+        .db
+        .query_one("SELECT last_seq FROM price_feed_published", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(published, None, "no event is due until a run publishes");
+    let rewrite = app
+        .db
+        .execute("UPDATE price_feed SET price = 1 WHERE seq = 1", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        rewrite.as_db_error().map(|e| e.message()),
+        Some("price_feed positions are never rewritten: UPDATE is refused")
+    );
+}

@@ -16,6 +16,8 @@
 //! `CDC_CURRENCY_CASES` how many sequences in three currencies (default 48, about 120 runs).
 
 mod common;
+#[path = "model/feed.rs"]
+mod feed;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;

@@ -112,16 +112,33 @@ async fn a_first_migration_pins_only_with_v3_and_v6_and_a_current_schema_check_n
 }
 
 #[tokio::test]
-async fn a_run_a_backfill_and_status_pin_nothing() {
+async fn a_run_publishing_its_changes_a_backfill_status_and_changes_pin_nothing() {
     let app = spawn_app().await;
     app.serve(&[fixture("markets-2024-09-05.json")]).await;
     let (url, recording) = proxy_for(&app).await;
     let through_proxy = [("DATABASE_URL", url.as_str())];
+    let (bus, _queue) =
+        common::moto::bus_to_queue(serde_json::json!({"source": ["coingecko-cdc"]})).await;
+    let moto = common::moto::endpoint();
 
-    let run = cli(&app, &["run"], &through_proxy).await;
+    let run = cli(
+        &app,
+        &["run"],
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("EVENT_BUS_NAME", &bus),
+            ("AWS_ENDPOINT_URL_EVENTBRIDGE", &moto),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ],
+    )
+    .await;
     let run_sent = recording.take();
     let status = cli(&app, &["status", "--json"], &through_proxy).await;
     let status_sent = recording.take();
+    let changes = cli(&app, &["changes", "--since", "0"], &through_proxy).await;
+    let changes_sent = recording.take();
     let chart = wiremock::MockServer::start().await;
     ChartBook::default().serve_on(&chart).await;
     let backfill = cli(
@@ -140,7 +157,13 @@ async fn a_run_a_backfill_and_status_pin_nothing() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    assert!(stdout_json(&run)["history_inserted"].as_u64().unwrap() > 0);
+    let summary = stdout_json(&run);
+    assert!(summary["history_inserted"].as_u64().unwrap() > 0);
+    assert_eq!(
+        summary["events_published"], summary["history_inserted"],
+        "{summary}"
+    );
+    assert!(changes.status.success() && !changes.stdout.is_empty());
     assert!(
         status.status.success(),
         "{}",
@@ -154,6 +177,7 @@ async fn a_run_a_backfill_and_status_pin_nothing() {
     for (what, sent, at_least) in [
         ("run", &run_sent, 10),
         ("status", &status_sent, 4),
+        ("changes", &changes_sent, 1),
         ("backfill", &backfill_sent, 10),
     ] {
         assert!(

@@ -19,6 +19,7 @@ use crate::store::{
     Store, StoreError, LEASE_MARGIN,
 };
 use crate::summary::{BackfillOutcome, BackfillSummary, RefusedCoin};
+use rust_decimal::Decimal;
 
 /// The Demo plan serves the past 365 days, counted when a request arrives: a window reaching
 /// back to the limit starts this much inside it, so that its first requests, minutes later, can
@@ -393,10 +394,10 @@ impl Backfill<'_> {
             around.reference,
             self.settings.threshold_pct,
         );
-        let recorded: Vec<&ChartPoint> = fillable
+        let recorded: Vec<(&ChartPoint, Option<Decimal>)> = fillable
             .iter()
             .zip(recordable)
-            .filter_map(|(p, record)| record.then_some(*p))
+            .filter_map(|(p, recorded)| recorded.map(|r| (*p, r.previous)))
             .collect();
         let fetched = i32::try_from(chart.points.len()).unwrap_or(i32::MAX);
         let written = apply

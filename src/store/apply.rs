@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -48,6 +49,7 @@ impl Store {
             statement_timeout,
             canceller,
             locked_at: DateTime::<Utc>::MIN_UTC,
+            feed: Mutex::new(None),
         };
         apply.locked_at = apply.take_run_lock(lock_timeout).await?;
         Ok(apply)
@@ -59,6 +61,14 @@ impl Store {
 pub struct Written {
     pub history_inserted: u64,
     pub upserted: u64,
+}
+
+/// The feed positions a transaction took, for the message that marks its end in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FeedTaken {
+    run_id: Uuid,
+    first: i64,
+    last: i64,
 }
 
 /// A coin the store has keyed, as a run's apply needs it.
@@ -80,6 +90,8 @@ pub struct Apply<'a> {
     /// When the run lock was taken: a live run's rows are stamped with it, not with the start of
     /// the transaction, so that the run that applies later also reads later.
     locked_at: DateTime<Utc>,
+    /// The feed positions taken so far (statements take `&self`, hence the lock).
+    feed: Mutex<Option<FeedTaken>>,
 }
 
 impl Apply<'_> {
@@ -241,20 +253,25 @@ impl Apply<'_> {
     }
 
     /// Keys new coins, appends history for the quotes marked recordable and brings the latest
-    /// prices to the quotes, rewriting only rows whose values changed. One statement, whatever
-    /// the count. `keys`: each quote's coin key from [`Apply::held_coins`], none for a coin never
-    /// seen. `as_of`: when the quotes were seen, for a recorded answer; a live run's is when it
-    /// took the run lock.
+    /// prices to the quotes, rewriting only rows whose values changed, and puts the history rows
+    /// on the feed. One statement, whatever the count. `held`: each quote's coin from
+    /// [`Apply::held_coins`], none for a coin never seen. `as_of`: when the quotes were seen, for
+    /// a recorded answer; a live run's is when it took the run lock.
     pub async fn write_prices(
         &self,
         run_id: Uuid,
         vs_currency: &str,
         quotes: &[&Quote],
-        keys: &[Option<i32>],
+        held: &[Option<HeldCoin>],
         recordable: &[bool],
         as_of: Option<DateTime<Utc>>,
     ) -> Result<Written, StoreError> {
         let as_of = as_of.unwrap_or(self.locked_at);
+        let keys: Vec<Option<i32>> = held.iter().map(|h| h.map(|h| h.coin_key)).collect();
+        let references: Vec<Option<Decimal>> = held
+            .iter()
+            .map(|h| h.and_then(|h| h.recorded_price))
+            .collect();
         let column =
             |f: fn(&Quote) -> Option<Decimal>| quotes.iter().map(|q| f(q)).collect::<Vec<_>>();
         let ids: Vec<&str> = quotes.iter().map(|q| q.coin_id.as_str()).collect();
@@ -306,14 +323,71 @@ impl Apply<'_> {
                         typed(&recordable),
                         typed(&as_of),
                         typed(&keys),
+                        typed(&references),
                     ],
                 ),
             )
             .await?;
-        Ok(Written {
+        let written = Written {
             history_inserted: row.get::<_, i64>(0) as u64,
             upserted: row.get::<_, i64>(1) as u64,
-        })
+        };
+        self.took_positions(run_id, written.history_inserted, row.get(2));
+        Ok(written)
+    }
+
+    /// Notes the `count` positions up to `last` that a statement took.
+    pub(super) fn took_positions(&self, run_id: Uuid, count: u64, last: Option<i64>) {
+        let Some(last) = last.filter(|_| count > 0) else {
+            return;
+        };
+        let first = last - count as i64 + 1;
+        let mut feed = self
+            .feed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *feed = Some(match *feed {
+            Some(taken) => FeedTaken { last, ..taken },
+            None => FeedTaken {
+                run_id,
+                first,
+                last,
+            },
+        });
+    }
+
+    /// Ends the transaction's changes in the log with a transactional logical decoding message
+    /// (prefix `coingecko_cdc`), so that a log-based consumer can tell it has a whole run: decoded
+    /// in the transaction, just before its commit, and never for a rollback. None for a
+    /// transaction that wrote no history.
+    async fn mark_end_of_changes(&self) -> Result<(), StoreError> {
+        let taken = *self
+            .feed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(FeedTaken {
+            run_id,
+            first,
+            last,
+        }) = taken
+        else {
+            return Ok(());
+        };
+        let content = serde_json::json!({
+            "run_id": run_id,
+            "first_seq": first,
+            "last_seq": last,
+            "changes": last - first + 1,
+        });
+        self.bounded(
+            "marking the end of the run's changes in the log",
+            self.tx.execute_typed(
+                "SELECT pg_logical_emit_message(true, 'coingecko_cdc', $1::text)",
+                &[typed(&content.to_string())],
+            ),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Marks the coins of `coin_ids` tracked and every other coin not, rewriting only the coins
@@ -381,6 +455,7 @@ impl Apply<'_> {
 
     /// Commits what was written: a backfill's chunk.
     pub async fn commit(self) -> Result<(), StoreError> {
+        self.mark_end_of_changes().await?;
         self.tx.commit().await.during("committing the chunk")
     }
 
@@ -398,10 +473,11 @@ impl Apply<'_> {
             ),
         )
         .await?;
+        self.mark_end_of_changes().await?;
         self.tx.commit().await.during("committing the run")
     }
 }
 
-/// `history` appends the recordable quotes (a repeated `source_updated_at` adds nothing);
-/// `upserted` moves the CDC reference only for coins whose history row was really written.
+/// `history` appends the recordable quotes (a repeated `source_updated_at` adds nothing), and
+/// `feed` puts those written on the feed; `upserted` moves the CDC reference only for coins whose history row was really written.
 const WRITE_PRICES: &str = include_str!("write_prices.sql");

@@ -459,19 +459,20 @@ impl Apply<'_> {
         Ok(())
     }
 
-    /// Appends the recorded points of a chunk, marked with their granularity, and marks the chunk
-    /// done from where it was asked (`chunk`'s start: later than planned when the Demo plan's
-    /// limit cut it, so that it covers only what was asked for); returns the rows written.
+    /// Appends the recorded points of a chunk, marked with their granularity, puts those written
+    /// on the feed, each with the price it moved from, and marks the chunk done from where it was
+    /// asked (`chunk`'s start: later than planned when the Demo plan's limit cut it, so that it
+    /// covers only what was asked for); returns the rows written.
     pub async fn write_chunk(
         &self,
         run_id: Uuid,
         job_id: Uuid,
         chunk: &PendingChunk,
-        points: &[&ChartPoint],
+        points: &[(&ChartPoint, Option<Decimal>)],
         fetched: i32,
         calls: i32,
     ) -> Result<u64, StoreError> {
-        let times: Vec<DateTime<Utc>> = points.iter().map(|p| p.at).collect();
+        let times: Vec<DateTime<Utc>> = points.iter().map(|(p, _)| p.at).collect();
         if !times.is_empty() {
             self.bounded(
                 "making the partitions of price_history",
@@ -482,15 +483,31 @@ impl Apply<'_> {
             )
             .await?;
         }
-        let prices: Vec<Decimal> = points.iter().map(|p| p.price).collect();
-        let caps: Vec<Option<Decimal>> = points.iter().map(|p| p.market_cap).collect();
-        let volumes: Vec<Option<Decimal>> = points.iter().map(|p| p.total_volume).collect();
-        let written = self.bounded("writing the backfilled history", self.tx.execute_typed(
-                "INSERT INTO price_points (source_updated_at, recorded_at, run_id, coin_key, vs_currency,
-                                           price, market_cap, total_volume, granularity)
-                 SELECT t, now(), $1, $2, $3, p, m, v, $4
-                 FROM unnest($5::timestamptz[], $6::numeric[], $7::numeric[], $8::numeric[]) AS x(t, p, m, v)
-                 ON CONFLICT (coin_key, vs_currency, source_updated_at) DO NOTHING", &[typed(&run_id), typed(&chunk.coin_key), typed(&chunk.vs_currency), typed(&chunk.chunk.granularity.as_str()), typed(&times), typed(&prices), typed(&caps), typed(&volumes)])).await?;
+        let prices: Vec<Decimal> = points.iter().map(|(p, _)| p.price).collect();
+        let caps: Vec<Option<Decimal>> = points.iter().map(|(p, _)| p.market_cap).collect();
+        let volumes: Vec<Option<Decimal>> = points.iter().map(|(p, _)| p.total_volume).collect();
+        let previous: Vec<Option<Decimal>> = points.iter().map(|(_, prev)| *prev).collect();
+        let row = self
+            .bounded(
+                "writing the backfilled history",
+                self.tx.query_typed_one(
+                    WRITE_CHUNK,
+                    &[
+                        typed(&run_id),
+                        typed(&chunk.coin_key),
+                        typed(&chunk.vs_currency),
+                        typed(&chunk.chunk.granularity.as_str()),
+                        typed(&times),
+                        typed(&prices),
+                        typed(&caps),
+                        typed(&volumes),
+                        typed(&previous),
+                    ],
+                ),
+            )
+            .await?;
+        let written = row.get::<_, i64>(0) as u64;
+        self.took_positions(run_id, written, row.get(1));
         self.bounded("marking the chunk done", self.tx.execute_typed(
                 "UPDATE backfill_chunks
                  SET state = 'done', points = $3, recorded = $4, calls = calls + $5, last_call_at = now(),
@@ -499,6 +516,28 @@ impl Apply<'_> {
         Ok(written)
     }
 }
+
+/// A chunk's points as history rows (a time already held adds nothing), and those written at the
+/// feed's next positions, oldest first, each with the price it moved from.
+const WRITE_CHUNK: &str = "
+WITH offered AS (
+    SELECT * FROM unnest($5::timestamptz[], $6::numeric[], $7::numeric[], $8::numeric[], $9::numeric[])
+        AS x(at, price, market_cap, total_volume, previous)
+), history AS (
+    INSERT INTO price_points (source_updated_at, recorded_at, run_id, coin_key, vs_currency,
+                              price, market_cap, total_volume, granularity)
+    SELECT o.at, now(), $1, $2, $3, o.price, o.market_cap, o.total_volume, $4 FROM offered o
+    ON CONFLICT (coin_key, vs_currency, source_updated_at) DO NOTHING
+    RETURNING source_updated_at, price
+), feed AS (
+    SELECT price_feed_append($1, now(), $3, $4,
+               array_agg($2::int ORDER BY h.source_updated_at),
+               array_agg(h.source_updated_at ORDER BY h.source_updated_at),
+               array_agg(h.price ORDER BY h.source_updated_at),
+               array_agg(o.previous ORDER BY h.source_updated_at)) AS last_seq
+    FROM history h JOIN offered o ON o.at = h.source_updated_at
+)
+SELECT (SELECT count(*) FROM history), (SELECT last_seq FROM feed)";
 
 /// Each (coin, currency) asked for and whether earlier backfills cover it over the window
 /// (`$3` to `$4`, at a granularity whose rows are served by those of `$5`): `covered` when the

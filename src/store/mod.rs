@@ -8,6 +8,7 @@ mod apply;
 mod backfill;
 mod connector;
 mod error;
+mod feed;
 mod migrations;
 mod params;
 mod reports;

@@ -3,10 +3,11 @@ WITH incoming AS (
     FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[], $8::numeric[],
                 $9::int[], $10::numeric[], $11::numeric[], $12::numeric[], $13::numeric[],
                 $14::numeric[], $15::numeric[], $16::numeric[], $17::numeric[],
-                $18::timestamptz[], $19::bool[], $21::int[])
+                $18::timestamptz[], $19::bool[], $21::int[], $22::numeric[])
         AS q(coin_id, symbol, name, image, price, market_cap, market_cap_rank,
              total_volume, high_24h, low_24h, price_change_24h, price_change_percentage_24h,
-             circulating_supply, total_supply, max_supply, source_updated_at, recordable, held_key)
+             circulating_supply, total_supply, max_supply, source_updated_at, recordable, held_key,
+             reference)
 ),
 clock AS (SELECT $20::timestamptz AS as_of),
 -- The dimension. The run read the keys of the coins already held in this transaction, under the
@@ -43,7 +44,17 @@ history AS (
     FROM keyed k, clock
     WHERE k.recordable
     ON CONFLICT (coin_key, vs_currency, source_updated_at) DO NOTHING
-    RETURNING coin_key
+    RETURNING coin_key, source_updated_at, price
+),
+-- The rows really written (not those a repeated time skipped) at the feed's next positions, each
+-- with the reference it moved from.
+feed AS (
+    SELECT price_feed_append($1, $20, $2, NULL,
+               array_agg(h.coin_key ORDER BY h.source_updated_at, h.coin_key),
+               array_agg(h.source_updated_at ORDER BY h.source_updated_at, h.coin_key),
+               array_agg(h.price ORDER BY h.source_updated_at, h.coin_key),
+               array_agg(k.reference ORDER BY h.source_updated_at, h.coin_key)) AS last_seq
+    FROM history h JOIN keyed k ON k.coin_key = h.coin_key
 ),
 upserted AS (
     INSERT INTO quotes AS cur
@@ -85,4 +96,4 @@ upserted AS (
            excluded.total_supply, excluded.max_supply, excluded.source_updated_at)
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM history), (SELECT count(*) FROM upserted)
+SELECT (SELECT count(*) FROM history), (SELECT count(*) FROM upserted), (SELECT last_seq FROM feed)

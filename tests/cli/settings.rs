@@ -25,7 +25,7 @@ const DOCUMENTED_BOUNDS: [(&str, u64, u64); 9] = [
 ];
 
 /// The other settings of docs/settings.md's table (`RUST_LOG` is the binary's: see below).
-const OTHER_SETTINGS: [&str; 27] = [
+const OTHER_SETTINGS: [&str; 29] = [
     "DATABASE_URL",
     "DB_SECRET_ID",
     "DB_AUTH",
@@ -53,6 +53,8 @@ const OTHER_SETTINGS: [&str; 27] = [
     "COIN_IDS",
     "CDC_THRESHOLD_PCT",
     "STORE_RAW",
+    "EVENT_BUS_NAME",
+    "EVENTS_INCLUDE_BACKFILL",
 ];
 
 /// The variables `DB_AUTH=iam` needs, which its refusal names when one is missing.

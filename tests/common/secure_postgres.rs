@@ -39,6 +39,17 @@ impl SecurePostgres {
     }
 
     pub fn start_with(tls: ServerTls) -> Self {
+        Self::start_configured(tls, "")
+    }
+
+    /// With logical decoding on (`wal_level = logical`), for replication slots, as RDS runs
+    /// with `rds.logical_replication = 1`.
+    pub fn start_logical() -> Self {
+        Self::start_configured(ServerTls::TestCa, "wal_level = logical\n")
+    }
+
+    /// `extra_settings`: more lines of postgresql.conf.
+    fn start_configured(tls: ServerTls, extra_settings: &str) -> Self {
         let bindir = postgres_bindir();
         let dir =
             std::env::temp_dir().join(format!("cdc-secure-pg-{}", uuid::Uuid::now_v7().simple()));
@@ -81,7 +92,7 @@ impl SecurePostgres {
         );
         let port = free_port();
         let settings = format!(
-            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\nssl = {ssl}\nssl_cert_file = '{dir}/server.crt'\nssl_key_file = '{dir}/server.key'\nfsync = off\n",
+            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\nssl = {ssl}\nssl_cert_file = '{dir}/server.crt'\nssl_key_file = '{dir}/server.key'\nfsync = off\n{extra_settings}",
             dir = dir.display(),
             ssl = if tls == ServerTls::Off { "off" } else { "on" },
         );

@@ -1,5 +1,7 @@
 //! The command line: the same run as the Lambda, for local runs, cron and Airflow.
 
+mod changes;
+
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -80,6 +82,9 @@ enum Command {
     },
     /// Draw price_history as a step line to PNG or SVG.
     Chart(ChartArgs),
+    /// Print the change feed as JSON lines, one per history row in position (commit) order, from
+    /// --since on; with --follow, keep printing as runs commit (docs/consuming.md).
+    Changes(changes::ChangesArgs),
     /// Backfill history from /coins/{id}/market_chart/range in every configured currency, before
     /// each coin's first live row. Works until FETCH_BUDGET_SECS; run it again to continue; once
     /// finished, running it again adds nothing. Prints the invocation's summary as JSON.
@@ -254,6 +259,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(health.exit_code()));
         }
         Command::Chart(args) => draw_chart(&app, args, vs_currency).await?,
+        Command::Changes(args) => changes::print_changes(&app.connect().await?, args).await?,
         Command::Backfill(args) => {
             let window = match (args.days, args.from) {
                 (Some(days), _) => Window::Days(days),
