@@ -429,10 +429,10 @@ fn settings(stub: &MockServer, coins: usize) -> HashMap<String, String> {
     let mut env = HashMap::from([
         ("COINGECKO_BASE_URL".to_string(), stub.uri()),
         ("TOP_N".to_string(), coins.to_string()),
-        // The stub has no rate limit: no client-side pacing.
+        // The stub has no rate limit: the least pacing the setting allows (its bound).
         (
             "COINGECKO_MAX_CALLS_PER_MIN".to_string(),
-            "1000000".to_string(),
+            "60000".to_string(),
         ),
         // Every database is migrated before run 1.
         ("AUTO_MIGRATE".to_string(), "false".to_string()),

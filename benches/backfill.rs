@@ -52,7 +52,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn environment(app: &TestApp, extra: &[(&str, String)]) -> HashMap<String, String> {
     let mut env = app.env().clone();
     // The stub has no rate limit: no pacing, as the numbers are the program's own.
-    env.insert("COINGECKO_MAX_CALLS_PER_MIN".into(), "1000000".into());
+    env.insert("COINGECKO_MAX_CALLS_PER_MIN".into(), "60000".into());
     env.insert("FETCH_BUDGET_SECS".into(), "7200".into());
     env.insert("RUST_LOG".into(), "warn".into());
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));

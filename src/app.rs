@@ -153,11 +153,18 @@ impl<S: SecretSource> App<S> {
         let store = self.ready(slot, migrated).await?;
         // Runs of one app take turns (the lock above): the calls sent meanwhile are this run's.
         let calls_before = self.ingest.coingecko().calls_sent();
-        let live = matches!(source, Source::Live { .. });
+        let started = tokio::time::Instant::now();
+        let live = match source {
+            Source::Live { time_left } => Some(time_left),
+            Source::Recorded(_) => None,
+        };
         match self.ingest.run(store, trigger_id, source).await? {
             // Live runs publish, after their commit (replays leave their changes to the next).
-            Outcome::Finished(summary) => Ok(match &self.events {
-                Some(events) if live => events.publish(store, summary).await,
+            Outcome::Finished(summary) => Ok(match (&self.events, live) {
+                (Some(events), Some(time_left)) => {
+                    let time_left = time_left.map(|left| left.saturating_sub(started.elapsed()));
+                    events.publish(store, summary, time_left).await
+                }
                 _ => summary,
             }),
             Outcome::Failed { run_id, error } => {

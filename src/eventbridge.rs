@@ -154,6 +154,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_refusal_says_what_to_check() {
+        let cause = std::io::Error::other("connection refused");
+        let denied = refused(
+            &cause,
+            Some("AccessDeniedException"),
+            Some("User is not authorized to perform: events:PutEvents"),
+        );
+        assert!(
+            denied.starts_with("AccessDeniedException: User is not authorized")
+                && denied.contains("may not events:PutEvents on this bus"),
+            "{denied}"
+        );
+        let missing = refused(
+            &cause,
+            Some("ResourceNotFoundException"),
+            Some("Event bus x does not exist."),
+        );
+        assert!(
+            missing.contains("create it, or set EVENT_BUS_NAME"),
+            "{missing}"
+        );
+        let unreachable = refused(&cause, None, None);
+        assert!(
+            unreachable.starts_with("cannot reach EventBridge (connection refused)"),
+            "{unreachable}"
+        );
+    }
+
+    #[test]
     fn a_bus_of_another_region_or_no_region_is_refused_before_any_call() {
         let arn = "arn:aws:events:eu-west-1:123456789012:event-bus/prices";
         assert!(misconfiguration(arn, Some("us-east-1"))

@@ -1,13 +1,13 @@
 //! The change feed's entry: one history row at its position, as `changes`, `changes_since` and
 //! the EventBridge events carry it. Pure: no I/O.
 //!
-//! Prices are exact strings; the move is also a JSON number (rounded to 6 decimals by the
-//! database) so that EventBridge's numeric matching and alert rules can compare it.
+//! Prices are exact strings (`Decimal`); the move is a JSON number, rounded to 6 decimals by the
+//! database: a ratio, not money, and one that EventBridge's numeric matching can compare. An f64
+//! holds any move two prices can make (up to about 8e58 %), where a `Decimal` would overflow.
 
 use chrono::{DateTime, Utc};
-use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use uuid::Uuid;
 
 /// Where a history row came from.
@@ -33,8 +33,7 @@ pub struct Change {
     /// moved from); `None` for a series' first row.
     pub previous_price: Option<Decimal>,
     /// The move from `previous_price`, in percent.
-    #[serde(serialize_with = "number")]
-    pub pct_change: Option<Decimal>,
+    pub pct_change: Option<f64>,
     pub source_updated_at: DateTime<Utc>,
     pub recorded_at: DateTime<Utc>,
     pub source: Source,
@@ -45,8 +44,8 @@ pub struct Change {
 
 impl Change {
     /// The size of the move, whichever way: one alert rule for rises and falls.
-    pub fn abs_pct_change(&self) -> Option<Decimal> {
-        self.pct_change.map(|pct| pct.abs())
+    pub fn abs_pct_change(&self) -> Option<f64> {
+        self.pct_change.map(f64::abs)
     }
 }
 
@@ -55,8 +54,7 @@ impl Change {
 pub struct EventDetail<'a> {
     #[serde(flatten)]
     pub change: &'a Change,
-    #[serde(serialize_with = "number")]
-    pub abs_pct_change: Option<Decimal>,
+    pub abs_pct_change: Option<f64>,
 }
 
 impl<'a> From<&'a Change> for EventDetail<'a> {
@@ -124,15 +122,6 @@ pub fn put_events_calls(events: Vec<Event>) -> Vec<Vec<Event>> {
     calls
 }
 
-/// A percentage as a JSON number: what numeric matching compares. Exact to the 6 decimals the
-/// database rounds it to, which an f64 prints back unchanged.
-fn number<S: Serializer>(value: &Option<Decimal>, serializer: S) -> Result<S::Ok, S::Error> {
-    match value.and_then(|pct| pct.to_f64()) {
-        Some(pct) => serializer.serialize_f64(pct),
-        None => serializer.serialize_none(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,7 +138,7 @@ mod tests {
             vs_currency: "usd".into(),
             price: Decimal::from_str(price).unwrap(),
             previous_price: previous.map(|p| Decimal::from_str(p).unwrap()),
-            pct_change: pct.map(|p| Decimal::from_str(p).unwrap()),
+            pct_change: pct.map(|p| p.parse().unwrap()),
             source_updated_at: at,
             recorded_at: at,
             source: Source::Live,

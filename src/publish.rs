@@ -16,9 +16,12 @@ use crate::summary::Summary;
 /// The most events a run publishes: a backlog (an outage, a run that died before publishing)
 /// drains over the next runs, 1,000 PutEvents calls a run at most.
 pub const EVENTS_PER_RUN: u64 = 10_000;
-/// Publishing stops taking more of the backlog after this long, whatever is left: a run must end
-/// well inside the Lambda's timeout.
+/// Publishing starts no more calls after this long, whatever is left: a run must end well inside
+/// the Lambda's timeout.
 const PUBLISH_BUDGET: Duration = Duration::from_secs(10);
+/// What a wave of calls in flight may take at worst (the client's timeout of a call, 6 s, and a
+/// second): no wave starts with less than this left before the caller's deadline.
+const WAVE_AT_WORST: Duration = Duration::from_secs(7);
 /// PutEvents calls in flight together.
 const CALLS_IN_FLIGHT: usize = 8;
 /// Changes read from the feed at a time.
@@ -40,11 +43,20 @@ enum Failure {
 
 impl Events {
     /// Publishes the backlog and notes in `summary` what it did (`events_published`,
-    /// `events_backlog`, and `events_error` when a publish failed).
-    pub async fn publish(&self, store: &Store, summary: Summary) -> Summary {
+    /// `events_backlog`, and `events_error` when a publish failed). `time_left`: before the
+    /// caller's deadline (the Lambda's), when it has one.
+    pub async fn publish(
+        &self,
+        store: &Store,
+        summary: Summary,
+        time_left: Option<Duration>,
+    ) -> Summary {
+        let budget = time_left.map_or(PUBLISH_BUDGET, |left| {
+            PUBLISH_BUDGET.min(left.saturating_sub(WAVE_AT_WORST))
+        });
         let mut published = 0;
         let mut error = self
-            .publish_backlog(store, &mut published)
+            .publish_backlog(store, Instant::now() + budget, &mut published)
             .await
             .err()
             .map(|e| e.to_string());
@@ -66,12 +78,17 @@ impl Events {
         }
     }
 
-    async fn publish_backlog(&self, store: &Store, published: &mut u64) -> Result<(), Failure> {
-        let started = Instant::now();
+    /// Publishes from the cursor on, starting no call after `stop`.
+    async fn publish_backlog(
+        &self,
+        store: &Store,
+        stop: Instant,
+        published: &mut u64,
+    ) -> Result<(), Failure> {
         let Some(mut cursor) = store.published_up_to().await? else {
             return Ok(());
         };
-        while *published < EVENTS_PER_RUN && started.elapsed() < PUBLISH_BUDGET {
+        while *published < EVENTS_PER_RUN && Instant::now() < stop {
             let changes = store.changes_after(cursor, READ).await?;
             let Some(last) = changes.last() else {
                 return Ok(());
@@ -92,7 +109,12 @@ impl Events {
             let calls = put_events_calls(wanted);
             let mut taken_through = cursor;
             let mut failure = None;
+            let mut out_of_time = false;
             for wave in calls.chunks(CALLS_IN_FLIGHT) {
+                if Instant::now() >= stop {
+                    out_of_time = true;
+                    break;
+                }
                 let results = join_all(wave.iter().map(|call| self.bus.put(call))).await;
                 for (call, result) in wave.iter().zip(results) {
                     match result {
@@ -111,7 +133,7 @@ impl Events {
                     break;
                 }
             }
-            if failure.is_none() {
+            if failure.is_none() && !out_of_time {
                 taken_through = read_through;
             }
             if taken_through > cursor {

@@ -436,3 +436,22 @@ async fn changes_refuses_a_negative_position_and_names_an_unreachable_database()
     let said = last_stderr_line(&unreachable);
     assert!(said.contains("127.0.0.1") && said.contains('9'), "{said}");
 }
+
+#[tokio::test]
+async fn changes_reads_the_largest_move_two_prices_can_make() {
+    let app = spawn_app().await;
+    for (price, at) in [
+        ("0.0000000000000000000000000001", "2026-12-07T10:00:00.000Z"),
+        ("79228162514264337593543950335", "2026-12-07T10:05:00.000Z"),
+    ] {
+        app.serve(&[common::page(&[common::coin("moon", price, at)])])
+            .await;
+        app.run().await;
+    }
+
+    let lines = json_lines(&cli(&app, &["changes", "--since", "1"], &[]).await);
+
+    assert_eq!(lines[0]["price"], "79228162514264337593543950335");
+    let pct = lines[0]["pct_change"].as_f64().unwrap();
+    assert!((pct / 7.922_816_251_426_434e58 - 1.0).abs() < 1e-9, "{pct}");
+}

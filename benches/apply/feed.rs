@@ -2,12 +2,8 @@
 //! same apply with the feed's writes turned off, publishing a run's events, and (`FEED_ROWS`) the
 //! feed's bytes per row and reading 1,000 changes after a position at that many rows.
 
-use aws_config::BehaviorVersion;
-use aws_sdk_eventbridge::config::{Credentials, Region};
 use coingecko_cdc::eventbridge::EventBus;
 use coingecko_cdc::publish::Events;
-use wiremock::matchers::method;
-use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use super::*;
 
@@ -17,25 +13,6 @@ const FEED_OFF: &str =
     "CREATE OR REPLACE FUNCTION price_feed_append(run uuid, recorded timestamptz,
         currency text, granularity text, keys integer[], times timestamptz[], prices numeric[],
         previous numeric[]) RETURNS bigint LANGUAGE sql AS 'SELECT NULL::bigint'";
-
-/// PutEvents as EventBridge answers it when it takes every entry, after a latency.
-struct PutEventsStub(Duration);
-
-impl Respond for PutEventsStub {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
-        let entries = body["Entries"].as_array().map_or(0, Vec::len);
-        let taken: Vec<serde_json::Value> = (0..entries)
-            .map(|i| serde_json::json!({"EventId": format!("event-{i}")}))
-            .collect();
-        ResponseTemplate::new(200)
-            .set_body_raw(
-                serde_json::json!({"FailedEntryCount": 0, "Entries": taken}).to_string(),
-                "application/x-amz-json-1.1",
-            )
-            .set_delay(self.0)
-    }
-}
 
 impl Bench {
     pub async fn feed(&self, coins: usize, feed_rows: i64) -> Result<()> {
@@ -115,24 +92,15 @@ impl Bench {
             .batch_execute("UPDATE price_feed_published SET last_seq = (SELECT last_seq FROM price_feed_counter)")
             .await?;
         let run = real_run(ingest, &url, self.server.wire.as_ref()).await?;
-        let stub = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(PutEventsStub(latency))
-            .mount(&stub)
-            .await;
-        let aws = aws_config::defaults(BehaviorVersion::latest())
-            .endpoint_url(stub.uri())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("bench", "bench", None, None, "bench"))
-            .load()
-            .await;
+        let stub = common::put_events::put_events_endpoint(latency).await;
+        let aws = common::put_events::aws_for(&stub.uri()).await;
         let events = Events {
             bus: EventBus::new(&aws, "bench"),
             include_backfill: false,
         };
         let store = connect_store(&url).await?;
         let started = Instant::now();
-        let summary = events.publish(&store, run.summary).await;
+        let summary = events.publish(&store, run.summary, None).await;
         let took = started.elapsed();
         ensure!(
             summary.events_error.is_none() && summary.events_backlog == Some(0),
@@ -171,10 +139,10 @@ impl Bench {
                             CASE WHEN g % 20 = 0 THEN 'daily' END
                      FROM generate_series(1, {rows}) g,
                           LATERAL (SELECT timestamptz '2016-12-01' + g * interval '6 seconds' AS t) times;
-                 ALTER TABLE price_feed ADD PRIMARY KEY (seq);
-                 VACUUM ANALYZE price_feed;"
+                 ALTER TABLE price_feed ADD PRIMARY KEY (seq);"
             ))
             .await?;
+        client.batch_execute("VACUUM ANALYZE price_feed").await?;
         let sizes = client
             .query_one(
                 "SELECT pg_relation_size('price_feed'), pg_indexes_size('price_feed')",

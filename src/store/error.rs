@@ -67,6 +67,10 @@ fn advice(action: &str, code: &SqlState) -> Option<&'static str> {
         SqlState::UNDEFINED_TABLE => {
             "the schema is missing: run `coingecko-cdc migrate` or leave AUTO_MIGRATE on"
         }
+        // Our statements call only built-ins and the schema's own functions.
+        SqlState::UNDEFINED_FUNCTION => {
+            "the schema is older than this release (a function it needs is missing): run `coingecko-cdc migrate` or leave AUTO_MIGRATE on"
+        }
         SqlState::READ_ONLY_SQL_TRANSACTION => {
             "the database accepts no writes: point DB_HOST (or the secret's host) at the primary (writer) endpoint, not a replica, or wait for the failover to finish"
         }

@@ -34,7 +34,7 @@ impl Store {
         let rows = self
             .client
             .query_typed(
-                "SELECT seq, coin_id, symbol, vs_currency, price, previous_price, pct_change,
+                "SELECT seq, coin_id, symbol, vs_currency, price, previous_price, pct_change::float8,
                         source_updated_at, recorded_at, source, granularity, run_id
                  FROM changes_since($1, $2)",
                 &[typed(&after), typed(&limit)],
@@ -51,7 +51,7 @@ impl Store {
                     vs_currency: row.get(3),
                     price: row.try_get(4).during(READING)?,
                     previous_price: row.try_get(5).during(READING)?,
-                    pct_change: row.try_get(6).during(READING)?,
+                    pct_change: row.get(6),
                     source_updated_at: row.get(7),
                     recorded_at: row.get(8),
                     source: if source == "backfill" {

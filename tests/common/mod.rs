@@ -3,6 +3,7 @@
 
 pub mod market_chart;
 pub mod moto;
+pub mod put_events;
 pub mod secure_postgres;
 pub mod simple_price;
 pub mod wire;

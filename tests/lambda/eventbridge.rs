@@ -299,3 +299,56 @@ async fn a_process_killed_after_its_commit_and_before_its_publish_leaves_its_cha
         (1..=6).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn publishing_starts_no_call_past_its_budget_and_leaves_the_rest_for_the_next_run() {
+    use crate::common::put_events::{aws_for, put_events_endpoint};
+    let app = spawn_app().await;
+    // A slow EventBridge: each call answers after two seconds.
+    let slow = put_events_endpoint(Duration::from_secs(2)).await;
+    // An apply bound of 3 s (the lock's wait and a statement), which the fetch leaves free.
+    let function = app
+        .app_with(
+            &[
+                ("EVENT_BUS_NAME", "prices"),
+                ("DB_LOCK_TIMEOUT_SECS", "1"),
+                ("DB_STATEMENT_TIMEOUT_SECS", "2"),
+            ],
+            SecretsManager::with_config(AwsConfig::given(aws_for(&slow.uri()).await)),
+        )
+        .await;
+    let coins = crate::common::numbered_coins(0..250, "0.5");
+    app.serve(&[page(&coins)]).await;
+
+    // 10.5 s before the deadline, and a wave of calls may take up to 7: about 3.4 s to start waves
+    // in, two of 8 calls a 2 s, not all 25.
+    let started = std::time::Instant::now();
+    let summary = function
+        .run(None, Some(Duration::from_millis(10_500)))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+
+    let (published, backlog) = (
+        summary.events_published.unwrap(),
+        summary.events_backlog.unwrap(),
+    );
+    assert_eq!(published + backlog, 250, "{summary:?}");
+    assert!(
+        (1..250).contains(&published),
+        "some, not all, of 25 calls in waves of 8: {published}"
+    );
+    assert!(took < Duration::from_secs(8), "the run took {took:?}");
+    assert_eq!(
+        summary.events_error, None,
+        "running out of time is no error"
+    );
+
+    let next = publishing(&app, "prices", aws_for(&slow.uri()).await).await;
+    app.serve(&[page(&coins)]).await;
+    let rest = next.run(None, None).await.unwrap();
+    assert_eq!(
+        (rest.events_published, rest.events_backlog),
+        (Some(backlog), Some(0))
+    );
+}
