@@ -93,7 +93,7 @@ impl Bench {
             .await?;
         let run = real_run(ingest, &url, self.server.wire.as_ref()).await?;
         let stub = common::put_events::put_events_endpoint(latency).await;
-        let aws = common::put_events::aws_for(&stub.uri()).await;
+        let aws = common::moto::aws_config_for(&stub.uri()).await;
         let events = Events {
             bus: EventBus::new(&aws, "bench"),
             include_backfill: false,

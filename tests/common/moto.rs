@@ -14,6 +14,11 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
     if tokio::net::TcpStream::connect(&address).await.is_err() {
         panic!("moto's server is not reachable at {endpoint}: start it with `moto_server -H 127.0.0.1 -p 5000` (pip install 'moto[server]') or set MOTO_ENDPOINT");
     }
+    aws_config_for(&endpoint).await
+}
+
+/// The AWS configuration of a client of `endpoint`: us-east-1, test credentials.
+pub async fn aws_config_for(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))

@@ -33,14 +33,3 @@ pub async fn put_events_endpoint(latency: Duration) -> MockServer {
         .await;
     stub
 }
-
-/// The AWS configuration of a client of `endpoint`.
-pub async fn aws_for(endpoint: &str) -> aws_config::SdkConfig {
-    use aws_sdk_eventbridge::config::{BehaviorVersion, Credentials, Region};
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "stand-in"))
-        .load()
-        .await
-}

@@ -302,7 +302,8 @@ async fn a_process_killed_after_its_commit_and_before_its_publish_leaves_its_cha
 
 #[tokio::test]
 async fn publishing_starts_no_call_past_its_budget_and_leaves_the_rest_for_the_next_run() {
-    use crate::common::put_events::{aws_for, put_events_endpoint};
+    use crate::common::moto::aws_config_for;
+    use crate::common::put_events::put_events_endpoint;
     let app = spawn_app().await;
     // A slow EventBridge: each call answers after two seconds.
     let slow = put_events_endpoint(Duration::from_secs(2)).await;
@@ -314,7 +315,7 @@ async fn publishing_starts_no_call_past_its_budget_and_leaves_the_rest_for_the_n
                 ("DB_LOCK_TIMEOUT_SECS", "1"),
                 ("DB_STATEMENT_TIMEOUT_SECS", "2"),
             ],
-            SecretsManager::with_config(AwsConfig::given(aws_for(&slow.uri()).await)),
+            SecretsManager::with_config(AwsConfig::given(aws_config_for(&slow.uri()).await)),
         )
         .await;
     let coins = crate::common::numbered_coins(0..250, "0.5");
@@ -344,7 +345,7 @@ async fn publishing_starts_no_call_past_its_budget_and_leaves_the_rest_for_the_n
         "running out of time is no error"
     );
 
-    let next = publishing(&app, "prices", aws_for(&slow.uri()).await).await;
+    let next = publishing(&app, "prices", aws_config_for(&slow.uri()).await).await;
     app.serve(&[page(&coins)]).await;
     let rest = next.run(None, None).await.unwrap();
     assert_eq!(
